@@ -1,0 +1,249 @@
+"""The one typed config tree that flows from the CLI through Ray workers to MLflow params.
+
+Each component takes only its own section: ``prepare_corpus(..., cfg.prepare)``, ``write_shards(...,
+cfg.shard)``, ``CorpusStream(cfg.data, ...)``, ``build_model(cfg.model, ...)``. The tree is made of frozen
+dataclasses, so a config cannot change under a running job; ``Config.from_dict`` is strict (unknown keys and
+wrong types are refused, naming the dotted key) and ``to_dict`` round-trips.
+
+Load a YAML file and apply ``a.b=c`` overrides with :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from . import typed
+from .errors import ConfigError
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# corpus preparation and sharding
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How ``emonet corpus prepare`` checks audio and assigns partitions."""
+
+    seed: int = 0
+    """Seed of the speaker-to-partition assignment (the same seed gives the same partitions)."""
+    split: Literal["auto", "speaker", "folds", "official"] = "auto"
+    """``auto``: the recipe's default (``speaker`` for most; IEMOCAP uses its sessions as folds; a CSV with a
+    partition column keeps it). ``speaker``: speaker-independent train/dev/test. ``folds``: leave-one-speaker-group-out folds, written as
+    partitions ``fold1..foldK`` (a recipe may define the groups, e.g. IEMOCAP sessions). ``official``: keep the
+    partition the recipe or CSV gives."""
+    dev_fraction: float = 0.15
+    """Target share of utterances in dev (speakers are kept whole, so the share is approximate)."""
+    test_fraction: float = 0.15
+    num_folds: int = 0
+    """Folds for ``split=folds``; 0 means one fold per speaker group."""
+    allow_speaker_overlap: bool = False
+    """Accept partitions that share speakers. Scores from such partitions are not speaker-independent."""
+    check_audio: Literal["decode", "header"] = "decode"
+    """``decode`` reads every file fully (catches truncation); ``header`` only reads headers (fast, large corpora)."""
+    jobs: int = 0
+    """Worker processes for audio checks; 0 uses every core."""
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.dev_fraction < 1 and 0 <= self.test_fraction < 1, "dev_fraction/test_fraction must be in [0, 1)")
+        _check(self.dev_fraction + self.test_fraction < 1, "dev_fraction + test_fraction must leave room for train")
+        _check(self.num_folds >= 0 and self.num_folds != 1, "num_folds must be 0 (one per group) or at least 2")
+        _check(self.jobs >= 0, "jobs must be >= 0 (0 = all cores)")
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """How ``emonet shard`` packs a prepared corpus into WebDataset tar shards."""
+
+    samples_per_shard: int = 256
+    """Utterances per shard (a shard also closes early at ``max_shard_mb``)."""
+    max_shard_mb: float = 512.0
+    sample_rate: int = 16000
+    """Audio is resampled to this rate and down-mixed to mono before FLAC encoding."""
+    seed: int = 0
+    """Seed of the shuffle applied before packing, so each shard mixes speakers and classes."""
+    jobs: int = 0
+    """Worker processes for decode/resample/encode; 0 uses every core."""
+
+    def __post_init__(self) -> None:
+        _check(self.samples_per_shard >= 1, "samples_per_shard must be >= 1")
+        _check(self.max_shard_mb > 0, "max_shard_mb must be > 0")
+        _check(self.sample_rate >= 1000, "sample_rate must be >= 1000 Hz")
+        _check(self.jobs >= 0, "jobs must be >= 0 (0 = all cores)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# data streaming
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CorpusConfig:
+    """One corpus (a "domain") in a training run."""
+
+    name: str
+    """Corpus name, as in the shard directory (``SHARDS/<name>/...``)."""
+    task: Literal["emotion", "speaker", "arousal", "valence"] = "emotion"
+    """Which label drives the head: the emotion label, the speaker (speaker-ID pretraining), or the emotion
+    mapped to arousal (2 classes) or valence (3 classes) through the paper's Table 2."""
+    train: tuple[str, ...] = ("train",)
+    """Partitions used for training (e.g. several folds)."""
+    dev: tuple[str, ...] = ("dev",)
+    test: tuple[str, ...] = ("test",)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "corpus name must not be empty")
+
+    @property
+    def domain(self) -> str:
+        """Name of the model domain (adapters, BNs, head): the corpus, or ``corpus:task`` for mapped tasks."""
+        return self.name if self.task == "emotion" else f"{self.name}:{self.task}"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where shards live and how they are streamed to each rank."""
+
+    shards: str = "shards"
+    """Shard root: a directory, an ``http(s)://`` URL prefix, or a ``pipe:`` command template containing
+    ``{path}`` (e.g. ``pipe:aws s3 cp s3://bucket/shards/{path} -``)."""
+    corpora: tuple[CorpusConfig, ...] = ()
+    batch_size: int = 64
+    max_seconds: float = 5.0
+    """Training crops a random chunk of at most this many seconds (paper: 5 s)."""
+    eval_max_seconds: float = 0.0
+    """Evaluation uses whole utterances when 0, otherwise the first ``eval_max_seconds``."""
+    epoch_mode: Literal["exact", "resampled"] = "exact"
+    """``exact``: every training utterance once per epoch across all ranks, equal batch counts per rank.
+    ``resampled``: an infinite stream of shards drawn with replacement (large corpora)."""
+    shuffle_window: int = 512
+    """Samples are shuffled within windows of this many consecutive samples of the (shuffled) shard sequence."""
+    num_workers: int = 1
+    """Loader worker processes per corpus and rank (0 decodes in the training process)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "batch_size must be >= 1")
+        _check(self.max_seconds > 0, "max_seconds must be > 0")
+        _check(self.eval_max_seconds >= 0, "eval_max_seconds must be >= 0 (0 = whole utterances)")
+        _check(self.shuffle_window >= 1, "shuffle_window must be >= 1")
+        _check(self.num_workers >= 0, "num_workers must be >= 0")
+        names = [c.domain for c in self.corpora]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        _check(not dup, f"corpora lists {', '.join(dup)} more than once")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# model (EmoNet, paper section 5)
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Log-mel frontend: runs on the model's device, no trainable weights."""
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 256
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: float = 0.0
+    """0 means sample_rate / 2."""
+    log_floor: float = 1e-6
+    """log(max(mel, floor)) keeps silence (and zero padding) finite."""
+
+    def __post_init__(self) -> None:
+        _check(self.n_fft >= 16 and self.hop_length >= 1 and self.n_mels >= 8, "frontend sizes are too small")
+        _check(self.log_floor > 0, "log_floor must be > 0")
+
+
+@dataclass(frozen=True)
+class PoolingConfig:
+    kind: Literal["attention", "stats"] = "attention"
+    """``attention``: 2D self-attention pooling with smoothing lam (EmoNet). ``stats``: masked mean + std (Padi et al.)."""
+    lam: float = 0.3
+    """Softmax smoothing factor lambda; 0 is the masked mean, 1 is no smoothing."""
+    units: int = 256
+    shared: bool = True
+    """One attention module for all corpora (the paper's multi-corpus setting) or one per corpus."""
+
+    def __post_init__(self) -> None:
+        _check(self.lam >= 0, "pooling.lam must be >= 0")
+        _check(self.units >= 1, "pooling.units must be >= 1")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    hidden: int = 256
+    dropout: float = 0.2
+    speaker_head: Literal["softmax", "aam"] = "softmax"
+    """Head type for ``task: speaker`` corpora: plain softmax or additive angular margin (AAM-softmax)."""
+    aam_margin: float = 0.2
+    aam_scale: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(self.hidden >= 1, "head.hidden must be >= 1")
+        _check(0 <= self.dropout < 1, "head.dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    specaugment: Literal["none", "conservative", "aggressive"] = "none"
+    stem_width: int = 32
+    base_width: int = 64
+    """Filters of the first stack; stack i has base_width * 2**i * widen_factor filters (paper: 64, 128, 256)."""
+    widen_factor: float = 1.0
+    num_stacks: int = 3
+    blocks_per_stack: int = 2
+    adapters: bool = True
+    """Parallel 1x1 residual adapters per corpus next to every 3x3 conv."""
+    adapter_init: Literal["zero", "kaiming"] = "zero"
+    """``zero`` starts a new corpus from the shared function."""
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.stem_width >= 1 and self.base_width >= 1, "stem_width and base_width must be >= 1")
+        _check(self.widen_factor > 0, "widen_factor must be > 0")
+        _check(self.num_stacks >= 1 and self.blocks_per_stack >= 1, "num_stacks and blocks_per_stack must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the tree
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Config:
+    name: str = "emonet"
+    seed: int = 0
+    output_dir: str = "runs"
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        return typed.from_dict(cls, data)
+
+    def to_dict(self) -> dict:
+        return typed.to_dict(self)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat(self) -> dict:
+        """Dotted keys -> values, as logged to MLflow params."""
+        return typed.flatten(self.to_dict())
+
+    def override(self, *overrides: str) -> "Config":
+        return typed.apply_overrides(Config, self.to_dict(), list(overrides))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or start from the defaults) and apply ``a.b=c`` overrides."""
+    data = typed.load_yaml_file(path) if path is not None else {}
+    return typed.apply_overrides(Config, data, list(overrides))

@@ -1,0 +1,198 @@
+"""``emonet corpus prepare``: raw corpus in its official layout -> ``manifest.jsonl`` + ``report.json``.
+
+The steps, shared by every recipe:
+
+1. walk the raw tree, keeping audio files (any extension libsndfile reads) and counting the rest;
+2. let the recipe parse the layout (labels, speakers, official partitions) — it must account for every file;
+3. decode every file in a process pool (empty, unreadable, corrupt and truncated files are skipped, with the
+   reason);
+4. assign partitions (speaker-independent by default) and refuse speaker leakage;
+5. write the manifest atomically and a report with counts and every skipped file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import AudioError, is_audio_file, probe_audio
+from ..config import PrepareConfig
+from ..errors import CorpusError
+from ..progress import Progress
+from .labels import harmonise
+from .manifest import MANIFEST, REPORT, Found, Skipped, Utterance, check_speaker_disjoint, summarize, write_manifest
+from .partitions import fold_split, speaker_split
+from .recipes import get_recipe
+
+
+def walk_audio(root: Path) -> tuple[list[Path], Counter]:
+    """Sorted audio files under ``root`` and a count of the other files by extension."""
+    audio, other = [], Counter()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if name.startswith("."):
+                other["(hidden)"] += 1
+            elif is_audio_file(p):
+                audio.append(p)
+            else:
+                other[p.suffix.lower() or "(none)"] += 1
+    return audio, other
+
+
+def _probe(args: tuple[str, bool]) -> tuple[float, int, int] | str:
+    path, decode = args
+    try:
+        return probe_audio(path, decode=decode)
+    except AudioError as exc:
+        return str(exc)
+
+
+def probe_all(paths: list[str], decode: bool, jobs: int, label: str) -> list[tuple[float, int, int] | str]:
+    """Probe files in parallel; each result is ``(duration, sr, channels)`` or the reason it is unusable."""
+    jobs = jobs or os.cpu_count() or 1
+    prog = Progress(label, len(paths), "files")
+    out = []
+    if jobs == 1 or len(paths) < 64:
+        for p in paths:
+            out.append(_probe((p, decode)))
+            prog.update()
+    else:
+        with ProcessPoolExecutor(jobs) as pool:
+            for res in pool.map(_probe, [(p, decode) for p in paths], chunksize=32):
+                out.append(res)
+                prog.update()
+    prog.close()
+    return out
+
+
+def make_id(corpus: str, root: Path, path: Path) -> str:
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        rel = Path(path.name)
+    return f"{corpus}/{rel.with_suffix('').as_posix()}"
+
+
+def prepare_corpus(recipe_name: str, raw: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
+                   name: str | None = None) -> dict:
+    """Run a recipe end to end and return the report (also written to ``out/report.json``)."""
+    t0 = time.time()
+    recipe = get_recipe(recipe_name)
+    corpus = name or recipe.NAME
+    root = Path(raw).expanduser().resolve()
+    walk = getattr(recipe, "WALK", True)
+    if walk and not root.is_dir():
+        raise CorpusError(f"raw corpus directory {root} does not exist; expected the {recipe.NAME} layout "
+                          f"{recipe.LAYOUT}")
+    if not walk and not root.exists():
+        raise CorpusError(f"{root} does not exist; the {recipe.NAME} recipe expects {recipe.LAYOUT}")
+    files, other = walk_audio(root) if walk else ([], Counter())
+    if walk and not files:
+        raise CorpusError(f"no audio files under {root}; expected the {recipe.NAME} layout {recipe.LAYOUT}")
+
+    # [1] layout: the recipe accounts for every audio file
+    found: list[Found] = []
+    skipped: list[Skipped] = []
+    for item in recipe.scan(root, files):
+        (found if isinstance(item, Found) else skipped).append(item)
+    seen = {str(f.path) for f in found} | {s.path for s in skipped}
+    skipped += [Skipped(str(p), f"not matched by the {recipe.NAME} layout {recipe.LAYOUT}")
+                for p in files if str(p) not in seen]
+
+    # [2] audio: decode every file (or read headers)
+    results = probe_all([str(f.path) for f in found], cfg.check_audio == "decode", cfg.jobs, f"check {corpus}")
+    rows: list[Utterance] = []
+    groups: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    for f, res in zip(found, results):
+        if isinstance(res, str):
+            skipped.append(Skipped(str(f.path), res))
+            continue
+        uid = make_id(corpus, root if walk else root.parent, Path(f.path))
+        if uid in ids:
+            skipped.append(Skipped(str(f.path), f"duplicate utterance id {uid} (same name as {ids[uid]})"))
+            continue
+        ids[uid] = str(f.path)
+        duration, sr, channels = res
+        extra = {"label_std": harmonise(f.label), "sample_rate": sr, "channels": channels, **f.extra}
+        rows.append(Utterance(uid, corpus, str(f.path), f.label, f.speaker, round(duration, 4),
+                              f.partition or "", extra))
+        groups[f.speaker] = f.group or f.speaker
+    if not rows:
+        reasons = Counter(s.reason.split(":")[0] for s in skipped).most_common(3)
+        raise CorpusError(f"no usable utterances in {root} ({len(skipped)} skipped, mostly: "
+                          f"{'; '.join(r for r, _ in reasons)}); expected the layout {recipe.LAYOUT}")
+
+    # [3] partitions
+    split = cfg.split if cfg.split != "auto" else getattr(recipe, "DEFAULT_SPLIT", "speaker")
+    if split == "auto":
+        split = "official" if all(r.partition for r in rows) else "speaker"
+    assign_partitions(rows, split, cfg, groups)
+    check_speaker_disjoint(rows, cfg.allow_speaker_overlap, where=f"{corpus} ({split} split)")
+
+    # [4] write
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows.sort(key=lambda r: r.id)
+    write_manifest(rows, out / MANIFEST)
+    report = {
+        "corpus": corpus,
+        "recipe": recipe.NAME,
+        "raw": str(root),
+        "split": split,
+        "prepare": asdict(cfg),
+        **summarize(rows),
+        "skipped_count": len(skipped),
+        "skipped_by_reason": dict(Counter(_reason_kind(s.reason) for s in skipped).most_common()),
+        "skipped": [asdict(s) for s in sorted(skipped, key=lambda s: s.path)],
+        "ignored_non_audio": dict(sorted(other.items())),
+        "seconds": round(time.time() - t0, 2),
+    }
+    tmp = out / (REPORT + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    os.replace(tmp, out / REPORT)
+    return report
+
+
+def assign_partitions(rows: list[Utterance], split: str, cfg: PrepareConfig, groups: dict[str, str]) -> None:
+    """Fill ``row.partition`` in place according to ``split``."""
+    if split == "official":
+        missing = [r for r in rows if not r.partition]
+        if missing:
+            raise CorpusError(f"split=official but {len(missing)} utterance(s) have no partition "
+                              f"(e.g. {missing[0].path}); add a partition column or use --split speaker")
+        return
+    if split == "speaker":
+        speakers = sorted({r.speaker for r in rows})
+        labels = sorted({r.label for r in rows})
+        si = {s: i for i, s in enumerate(speakers)}
+        li = {lab: i for i, lab in enumerate(labels)}
+        counts = np.zeros((len(speakers), len(labels)), dtype=np.int64)
+        for r in rows:
+            counts[si[r.speaker], li[r.label]] += 1
+        mapping = speaker_split(speakers, counts, cfg)
+        for r in rows:
+            r.partition = mapping[r.speaker]
+        return
+    if split == "folds":
+        sizes: Counter = Counter()
+        for r in rows:
+            sizes[groups[r.speaker]] += 1
+        mapping = fold_split(dict(sizes), cfg.num_folds, cfg.seed)
+        for r in rows:
+            r.partition = mapping[groups[r.speaker]]
+        return
+    raise CorpusError(f"unknown split '{split}'; use speaker, folds or official")
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":")[0].split(" (")[0]
