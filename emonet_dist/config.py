@@ -141,30 +141,39 @@ class DataConfig:
 # --------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FrontendConfig:
-    """Log-mel frontend: runs on the model's device, no trainable weights."""
+    """Log-mel frontend (``emonet_dist.model.frontend``): runs on the model's device, no trainable weights."""
 
     sample_rate: int = 16000
+    """Hz; waveforms must already be at this rate (the shards resample to it)."""
     n_fft: int = 512
+    """FFT and window size in samples (512 = 32 ms at 16 kHz, paper section 5.1)."""
     hop_length: int = 256
+    """Frame shift in samples (256 = 16 ms, 50 % overlap)."""
     n_mels: int = 64
     f_min: float = 0.0
     f_max: float = 0.0
     """0 means sample_rate / 2."""
     log_floor: float = 1e-6
-    """log(max(mel, floor)) keeps silence (and zero padding) finite."""
+    """log(max(mel, floor)) keeps silence finite (padding is set to 0 separately, see the frontend)."""
 
     def __post_init__(self) -> None:
         _check(self.n_fft >= 16 and self.hop_length >= 1 and self.n_mels >= 8, "frontend sizes are too small")
         _check(self.log_floor > 0, "log_floor must be > 0")
+        _check(self.f_min >= 0 and (self.f_max == 0 or self.f_max > self.f_min), "need 0 <= f_min < f_max (or f_max = 0)")
+        _check(self.f_max <= self.sample_rate / 2, "f_max must be <= sample_rate / 2")
 
 
 @dataclass(frozen=True)
 class PoolingConfig:
+    """How the backbone's (C, F', T') output becomes one vector per utterance (padded positions get no weight)."""
+
     kind: Literal["attention", "stats"] = "attention"
-    """``attention``: 2D self-attention pooling with smoothing lam (EmoNet). ``stats``: masked mean + std (Padi et al.)."""
+    """``attention``: 2D self-attention pooling over the F'xT' positions with smoothing lam (EmoNet), output C.
+    ``stats``: masked mean + standard deviation over the same positions (Padi et al.), output 2C."""
     lam: float = 0.3
     """Softmax smoothing factor lambda; 0 is the masked mean, 1 is no smoothing."""
     units: int = 256
+    """Hidden units of the attention scorer e = u^T tanh(W x + b)."""
     shared: bool = True
     """One attention module for all corpora (the paper's multi-corpus setting) or one per corpus."""
 
@@ -175,32 +184,56 @@ class PoolingConfig:
 
 @dataclass(frozen=True)
 class HeadConfig:
-    hidden: int = 256
+    """Per-corpus classifier: FC(hidden) -> BN -> ReLU -> dropout -> logits.
+
+    ``hidden`` sets most of the per-corpus parameters that are not adapters. With the paper's widths the 1x1
+    adapters and per-corpus BNs are 305,248 parameters, so a corpus costs 305,248 + 263 * hidden + 5 * classes - ...
+    (see ``emonet_dist.model.summary`` for the exact arithmetic): hidden 32 gives 3.54x parameters for 26
+    corpora versus 1 (the paper reports 3.5x; adapters and BNs alone give 3.48x), hidden 128 (the original
+    EmoNet code's 256 // 2) would give 3.72x.
+    """
+
+    hidden: int = 32
     dropout: float = 0.2
     speaker_head: Literal["softmax", "aam"] = "softmax"
-    """Head type for ``task: speaker`` corpora: plain softmax or additive angular margin (AAM-softmax)."""
+    """Head type for ``kind="speaker"`` corpora: plain softmax or additive angular margin (AAM-softmax)."""
+    speaker_hidden: int = 256
+    """Embedding size of speaker heads (thousands of classes need a wider bottleneck than emotion heads)."""
     aam_margin: float = 0.2
+    """Additive angular margin m in radians (training only; needs the labels)."""
     aam_scale: float = 30.0
+    """Logit scale s of the AAM head: logits = s * cos(theta (+ m for the target class))."""
 
     def __post_init__(self) -> None:
-        _check(self.hidden >= 1, "head.hidden must be >= 1")
+        _check(self.hidden >= 1 and self.speaker_hidden >= 1, "head.hidden and head.speaker_hidden must be >= 1")
         _check(0 <= self.dropout < 1, "head.dropout must be in [0, 1)")
+        _check(0 <= self.aam_margin < 1.5707963, "head.aam_margin must be in [0, pi/2) radians")
+        _check(self.aam_scale > 0, "head.aam_scale must be > 0")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """EmoNet (paper section 5.2): log-mel -> ResNet with per-corpus residual adapters -> pooling -> heads."""
+
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     specaugment: Literal["none", "conservative", "aggressive"] = "none"
+    """Training-time masking policy of Padi et al. Table 1 (conservative F=15, W=50; aggressive F=27, W=70;
+    p=0.2, 2 frequency + 2 time masks). W is the time-mask width; no time warping is applied."""
     stem_width: int = 32
     base_width: int = 64
-    """Filters of the first stack; stack i has base_width * 2**i * widen_factor filters (paper: 64, 128, 256)."""
+    """Filters of the first stack; stack i has round(base_width * 2**i * widen_factor) filters (paper: 64, 128, 256)."""
     widen_factor: float = 1.0
     num_stacks: int = 3
     blocks_per_stack: int = 2
     adapters: bool = True
-    """Parallel 1x1 residual adapters per corpus next to every 3x3 conv."""
+    """Parallel 1x1 residual adapters per corpus next to every 3x3 conv (False: a plain ResNet, BNs still per corpus)."""
     adapter_init: Literal["zero", "kaiming"] = "zero"
     """``zero`` starts a new corpus from the shared function."""
+    fuse_adapters: bool = True
+    """Run conv3x3(x, W) + conv1x1(x, A) as one conv3x3(x, W + A at the kernel centre). Exact in real arithmetic
+    (same stride and padding), ~10 % fewer FLOPs and one kernel instead of two; False runs the two convs."""
+    channels_last: bool = True
+    """Run the backbone in channels_last memory format (faster oneDNN/cuDNN convs; see docs/benchmarks.md)."""
     pooling: PoolingConfig = field(default_factory=PoolingConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
 
@@ -208,6 +241,14 @@ class ModelConfig:
         _check(self.stem_width >= 1 and self.base_width >= 1, "stem_width and base_width must be >= 1")
         _check(self.widen_factor > 0, "widen_factor must be > 0")
         _check(self.num_stacks >= 1 and self.blocks_per_stack >= 1, "num_stacks and blocks_per_stack must be >= 1")
+        widths = (self.stem_width, *self.stack_widths)
+        _check(all(a <= b for a, b in zip(widths, widths[1:])),
+               f"widths {widths} must not shrink (the shortcut pads channels with zeros); raise base_width/widen_factor")
+
+    @property
+    def stack_widths(self) -> tuple[int, ...]:
+        """Filters per stack, e.g. (64, 128, 256)."""
+        return tuple(max(1, round(self.base_width * 2**i * self.widen_factor)) for i in range(self.num_stacks))
 
 
 # --------------------------------------------------------------------------------------------------------------

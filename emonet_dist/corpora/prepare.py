@@ -133,7 +133,7 @@ def prepare_corpus(recipe_name: str, raw: str | Path, out: str | Path, cfg: Prep
                           f"{'; '.join(r for r, _ in reasons)}); expected the layout {recipe.LAYOUT}")
 
     # [3] partitions
-    split = cfg.split if cfg.split != "auto" else getattr(recipe, "DEFAULT_SPLIT", "speaker")
+    split = cfg.split if cfg.split != "auto" else getattr(recipe, "DEFAULT_SPLIT", "auto")
     if split == "auto":
         split = "official" if all(r.partition for r in rows) else "speaker"
     assign_partitions(rows, split, cfg, groups)
@@ -194,5 +194,14 @@ def assign_partitions(rows: list[Utterance], split: str, cfg: PrepareConfig, gro
     raise CorpusError(f"unknown split '{split}'; use speaker, folds or official")
 
 
+_KINDS = ("outside expected layout", "unknown label code", "not decodable audio", "truncated", "empty file",
+          "cannot access file", "cannot open file", "no audio samples", "audio holds NaN", "duplicate utterance id",
+          "excluded by", "no label", "not matched by", "not audio-only speech")
+
+
 def _reason_kind(reason: str) -> str:
+    """Bucket of a skip reason for the report's summary (the full reason stays with each file)."""
+    for kind in _KINDS:
+        if reason.startswith(kind):
+            return kind
     return reason.split(":")[0].split(" (")[0]

@@ -1,0 +1,201 @@
+"""``emonet``: the command line. Each subcommand builds the typed config and calls into the packages.
+
+Every command takes ``--config FILE.yaml`` and trailing ``section.key=value`` overrides; its own flags are
+shorthands for keys of the same tree (``--seed 3`` on ``corpus prepare`` is ``prepare.seed=3``), so what a
+command ran with can always be written back as one YAML.
+
+Errors the user can fix are printed as one line (``error: ...``) with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import Config, load_config
+from .errors import EmonetError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, with the way out
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.yaml", help="config file (defaults apply to missing keys)")
+    p.epilog = "Any number of KEY=VALUE config overrides may follow, e.g. prepare.seed=3 data.batch_size=16."
+
+
+def _cfg(args, flags: dict[str, object]) -> Config:
+    """Config from --config, then flag values (when given), then KEY=VALUE overrides (last wins)."""
+    overrides = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in flags.items() if v is not None]
+    return load_config(getattr(args, "config", None), overrides + list(args.overrides))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# corpus
+# ---------------------------------------------------------------------------------------------------------------
+def cmd_corpus_prepare(args) -> int:
+    from .corpora.prepare import prepare_corpus
+
+    cfg = _cfg(args, {"prepare.seed": args.seed, "prepare.split": args.split, "prepare.num_folds": args.folds,
+                      "prepare.dev_fraction": args.dev_fraction, "prepare.test_fraction": args.test_fraction,
+                      "prepare.allow_speaker_overlap": True if args.allow_speaker_overlap else None,
+                      "prepare.check_audio": args.check, "prepare.jobs": args.jobs})
+    report = prepare_corpus(args.recipe, args.raw_dir, args.out, cfg.prepare, name=args.name)
+    _print_report(report, Path(args.out))
+    return 0
+
+
+def _print_report(report: dict, out: Path) -> None:
+    print(f"{report['corpus']}: {report['utterances']} utterances, {report['speakers']} speakers, "
+          f"{len(report['classes'])} classes, {report['duration_s']['total'] / 3600:.2f} h ({report['split']} split)")
+    for part, n in report["per_partition"].items():
+        spk = len(report["speakers_per_partition"][part])
+        print(f"  {part:>10}: {n:6d} utterances, {spk:4d} speakers")
+    print(f"  classes: {', '.join(f'{k} {v}' for k, v in report['per_class'].items())}")
+    if report["skipped_count"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in report["skipped_by_reason"].items())
+        print(f"  skipped {report['skipped_count']} file(s) ({reasons}); each is listed in {out / 'report.json'}")
+    print(f"  wrote {out / 'manifest.jsonl'} and {out / 'report.json'}")
+
+
+def cmd_corpus_synth(args) -> int:
+    from .corpora.synth import build_synthetic
+
+    cfg = _cfg(args, {"prepare.seed": args.seed, "prepare.jobs": args.jobs})
+    reports = build_synthetic(Path(args.out), seed=cfg.prepare.seed, cfg=cfg.prepare, names=args.names or None,
+                              jobs=cfg.prepare.jobs)
+    for name, report in reports.items():
+        _print_report(report, Path(args.out) / name)
+    print(f"next: emonet shard {' '.join(str(Path(args.out) / n) for n in reports)} --out SHARD_DIR")
+    return 0
+
+
+def cmd_corpus_check(args) -> int:
+    from .corpora.manifest import check_speaker_disjoint, read_manifest, summarize
+
+    rows = read_manifest(Path(args.corpus_dir))
+    check_speaker_disjoint(rows, allow_overlap=args.allow_speaker_overlap, where=str(args.corpus_dir))
+    s = summarize(rows)
+    print(json.dumps({k: s[k] for k in ("utterances", "speakers", "classes", "per_partition", "duration_s")}, indent=1))
+    return 0
+
+
+def cmd_corpus_recipes(args) -> int:
+    from .corpora.recipes import get_recipe, recipe_names
+
+    for name in recipe_names():
+        print(f"{name:10s} {get_recipe(name).LAYOUT}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# shards
+# ---------------------------------------------------------------------------------------------------------------
+def cmd_shard(args) -> int:
+    from .data.shards import shard_corpora, verify
+
+    if args.paths and args.paths[0] == "verify":
+        if len(args.paths) != 2:
+            raise EmonetError("usage: emonet shard verify SHARD_DIR")
+        checked, problems = verify(args.paths[1])
+        for p in problems:
+            print(f"FAIL {p}")
+        print(f"{checked} shard(s) checked, {len(problems)} problem(s)")
+        return 1 if problems else 0
+    if not args.out:
+        raise EmonetError("emonet shard needs --out SHARD_DIR (or `emonet shard verify SHARD_DIR`)")
+    cfg = _cfg(args, {"shard.samples_per_shard": args.samples_per_shard, "shard.jobs": args.jobs})
+    for index in shard_corpora(args.paths, args.out, cfg.shard, force=args.force):
+        parts = ", ".join(f"{p} {v['utterances']} in {len(v['shards'])} shard(s)" for p, v in index["partitions"].items())
+        print(f"{index['corpus']}: {parts}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------------------------------------------
+def cmd_config_show(args) -> int:
+    print(_cfg(args, {}).to_yaml(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="emonet", description="Distributed multi-corpus speech emotion recognition (EmoNet).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    corpus = sub.add_parser("corpus", help="prepare corpora: recipes, synthetic corpora, checks")
+    csub = corpus.add_subparsers(dest="corpus_command", required=True, parser_class=_Parser)
+    prep = csub.add_parser("prepare", help="parse a raw corpus into manifest.jsonl + report.json")
+    prep.add_argument("recipe", help="recipe name (see `emonet corpus recipes`)")
+    prep.add_argument("raw_dir", metavar="RAW_DIR", help="raw corpus root in its official layout (a CSV for `csv`)")
+    prep.add_argument("--out", required=True, metavar="CORPUS_DIR")
+    prep.add_argument("--name", help="corpus name (default: the recipe name)")
+    prep.add_argument("--split", choices=["auto", "speaker", "folds", "official"])
+    prep.add_argument("--folds", type=int, help="number of folds for --split folds (0: one per speaker group)")
+    prep.add_argument("--seed", type=int)
+    prep.add_argument("--dev-fraction", type=float)
+    prep.add_argument("--test-fraction", type=float)
+    prep.add_argument("--allow-speaker-overlap", action="store_true",
+                      help="accept partitions that share speakers (scores are then not speaker-independent)")
+    prep.add_argument("--check", choices=["decode", "header"], help="decode every file (default) or read headers")
+    prep.add_argument("--jobs", type=int, help="worker processes (0: all cores)")
+    _common(prep)
+    prep.set_defaults(func=cmd_corpus_prepare)
+
+    synth = csub.add_parser("synth", help="build the built-in synthetic corpora (demo and test data)")
+    synth.add_argument("--out", required=True, metavar="DIR")
+    synth.add_argument("--seed", type=int)
+    synth.add_argument("--names", nargs="*", help="build only these corpora")
+    synth.add_argument("--jobs", type=int)
+    _common(synth)
+    synth.set_defaults(func=cmd_corpus_synth)
+
+    check = csub.add_parser("check", help="validate a prepared corpus (speaker-disjoint partitions) and summarise it")
+    check.add_argument("corpus_dir", metavar="CORPUS_DIR")
+    check.add_argument("--allow-speaker-overlap", action="store_true")
+    check.set_defaults(func=cmd_corpus_check)
+
+    rec = csub.add_parser("recipes", help="list the corpus recipes and the layouts they expect")
+    rec.set_defaults(func=cmd_corpus_recipes)
+
+    shard = sub.add_parser("shard", help="write WebDataset shards (or `emonet shard verify SHARD_DIR`)")
+    shard.add_argument("paths", nargs="+", metavar="CORPUS_DIR", help="prepared corpus directories")
+    shard.add_argument("--out", metavar="SHARD_DIR")
+    shard.add_argument("--samples-per-shard", type=int)
+    shard.add_argument("--jobs", type=int)
+    shard.add_argument("--force", action="store_true", help="rewrite these corpora's shards from scratch")
+    _common(shard)
+    shard.set_defaults(func=cmd_shard)
+
+    cfg = sub.add_parser("config", help="show the resolved config")
+    csub2 = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    show = csub2.add_parser("show", help="print the config after --config and overrides, as YAML")
+    _common(show)
+    show.set_defaults(func=cmd_config_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # KEY=VALUE overrides may sit anywhere after the subcommand; argparse cannot interleave them with
+    # positionals, so they are taken out first.
+    overrides = [a for a in argv if "=" in a and not a.startswith("-") and "." in a.split("=", 1)[0]]
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
+    try:
+        return int(args.func(args) or 0)
+    except EmonetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Main-process side of streaming: endless, resumable batch iterators over :class:`CorpusStream`.
+
+:class:`CorpusLoader` wraps one corpus's DataLoader for one rank. Exact epochs follow each other forever (small
+corpora cycle while large ones are still in their first epoch); ``state()`` is the rank's data position
+``{"epoch", "batch"}``, which a checkpoint stores and a new loader resumes from exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from .stream import CorpusStream
+
+
+def _loader(stream: CorpusStream, num_workers: int, pin_memory: bool, persistent: bool) -> DataLoader:
+    return DataLoader(
+        stream,
+        batch_size=None,  # the stream yields ready, padded batches
+        num_workers=num_workers,
+        # Persistent workers keep their copy of the stream between epochs; each counts the epochs it has
+        # started, which is how the next epoch's plan reaches them without re-forking.
+        persistent_workers=persistent and num_workers > 0,
+        pin_memory=pin_memory,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
+
+
+class CorpusLoader:
+    """Endless training batches of one corpus for one rank."""
+
+    def __init__(self, stream: CorpusStream, num_workers: int = 1, pin_memory: bool = False):
+        self.stream = stream
+        self.epoch, self.batch = stream.start_epoch, stream.start_batch
+        self.exact = stream.epoch_mode == "exact"
+        self.num_workers = num_workers
+        self._dl = _loader(stream, num_workers, pin_memory, persistent=True)
+        self._it: Iterator | None = None
+
+    def __next__(self) -> dict:
+        if self._it is None:
+            self._it = iter(self._dl)
+        try:
+            out = next(self._it)
+        except StopIteration:
+            if not self.exact:
+                raise
+            self.epoch, self.batch = self.epoch + 1, 0
+            self._it = iter(self._dl)
+            out = next(self._it)
+        self.batch += 1
+        return out
+
+    def __iter__(self):
+        return self
+
+    def state(self) -> dict:
+        """The rank's data position: batches consumed in the current epoch (exact mode) or in total."""
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def close(self) -> None:
+        # Dropping the iterator shuts persistent worker processes down.
+        self._it = None
+        self._dl = None
+
+
+def eval_batches(stream: CorpusStream, num_workers: int = 0, pin_memory: bool = False) -> Iterator[dict]:
+    """One ordered pass over an evaluation stream."""
+    assert not stream.train, "eval_batches needs a stream built with train=False"
+    yield from _loader(stream, num_workers, pin_memory, persistent=False)
+
+
+def device_batch(batch: dict, device: torch.device | str) -> dict:
+    """Move the tensors of a batch to ``device`` (non-blocking when memory is pinned)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

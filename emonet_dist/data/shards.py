@@ -1,0 +1,360 @@
+"""``emonet shard``: prepared corpora -> WebDataset tar shards, an index per corpus, and verification.
+
+Layout::
+
+    SHARD_DIR/<corpus>/index.json                       counts, classes, speakers, durations, sha256 per shard
+    SHARD_DIR/<corpus>/<partition>/shard-000000.tar      samples: <key>.flac (16 kHz mono) + <key>.json (metadata)
+    SHARD_DIR/<corpus>/.progress/                        plan + one record per finished shard (for resuming)
+
+The shard plan (which utterance goes in which shard) is a pure function of the manifest and the shard settings,
+so a killed run resumes by redoing only the shards without a finished record; each shard is written to a temp
+file and renamed, so a half-written shard is never mistaken for a finished one. Tar members carry a fixed mtime,
+so the same input gives byte-identical shards (and checksums).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import AudioError, encode_flac, load_mono
+from ..config import ShardConfig
+from ..corpora.manifest import Utterance, check_speaker_disjoint, iter_manifest
+from ..errors import ShardError
+from ..progress import Progress
+
+INDEX = "index.json"
+FORMAT_VERSION = 1
+_PCM16_BYTES_PER_S = 2  # per sample; used to estimate shard sizes before encoding
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# paths and URLs
+# ---------------------------------------------------------------------------------------------------------------
+def shard_url(root: str, relpath: str) -> str:
+    """Address of ``relpath`` under a shard root: a directory, an ``http(s)://``/``file://`` prefix, or a
+    ``pipe:`` command template containing ``{path}`` (e.g. ``pipe:aws s3 cp s3://b/shards/{path} -``)."""
+    if "{path}" in root:
+        return root.replace("{path}", relpath)
+    if re.match(r"^[a-z][a-z0-9+.-]*://", root):
+        return root.rstrip("/") + "/" + relpath
+    return str(Path(root) / relpath)
+
+
+def read_bytes(url: str) -> bytes:
+    """Read a whole file from a local path, URL or ``pipe:`` command (via WebDataset's ``gopen``)."""
+    import webdataset as wds
+
+    if not re.match(r"^([a-z][a-z0-9+.-]*://|pipe:)", url):
+        return Path(url).read_bytes()
+    stream = wds.gopen(url, "rb")
+    try:
+        return stream.read()
+    finally:
+        stream.close()
+
+
+def load_index(root: str, corpus: str) -> dict:
+    """The ``index.json`` of one corpus under a shard root (local or remote)."""
+    url = shard_url(root, f"{corpus}/{INDEX}")
+    try:
+        return json.loads(read_bytes(url))
+    except FileNotFoundError:
+        raise ShardError(f"no shards for corpus '{corpus}' at {url}; create them with "
+                         f"`emonet shard CORPUS_DIR --out {root}`") from None
+    except Exception as exc:  # noqa: BLE001 - network/pipe errors come in many types
+        raise ShardError(f"cannot read {url}: {exc}") from None
+
+
+def list_corpora(root: str | Path) -> list[str]:
+    root = Path(root)
+    return sorted(p.parent.name for p in root.glob(f"*/{INDEX}"))
+
+
+def sample_key(uid: str) -> str:
+    """Tar-safe WebDataset key: no dots (WebDataset splits extensions at the first dot) and no slashes."""
+    key = re.sub(r"[^A-Za-z0-9_-]+", "_", uid)
+    if len(key) > 90:  # ustar member names are short; keep keys unique with a hash suffix
+        key = key[:70] + "_" + hashlib.sha1(uid.encode()).hexdigest()[:16]
+    return key
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# planning
+# ---------------------------------------------------------------------------------------------------------------
+def plan_shards(rows: list[Utterance], cfg: ShardConfig) -> dict[str, list[list[Utterance]]]:
+    """``{partition: [[rows of shard 0], [rows of shard 1], ...]}``, deterministic in the manifest and ``cfg``.
+
+    Rows are shuffled with ``cfg.seed`` first so each shard mixes speakers and classes (small corpora have few
+    shards, and shuffling at read time only reaches within a window).
+    """
+    by_part: dict[str, list[Utterance]] = defaultdict(list)
+    for r in rows:
+        by_part[r.partition].append(r)
+    limit = cfg.max_shard_mb * 1e6
+    plan = {}
+    for part in sorted(by_part):
+        items = sorted(by_part[part], key=lambda r: r.id)
+        perm = np.random.default_rng([cfg.seed, _stable_int(part)]).permutation(len(items))
+        shards, cur, size = [], [], 0.0
+        for i in perm:
+            est = items[i].duration * cfg.sample_rate * _PCM16_BYTES_PER_S
+            if cur and (len(cur) >= cfg.samples_per_shard or size + est > limit):
+                shards.append(cur)
+                cur, size = [], 0.0
+            cur.append(items[i])
+            size += est
+        if cur:
+            shards.append(cur)
+        plan[part] = shards
+    return plan
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def _fingerprint(manifest: Path, cfg: ShardConfig) -> str:
+    h = hashlib.sha256(manifest.read_bytes())
+    h.update(json.dumps({k: v for k, v in asdict(cfg).items() if k != "jobs"}, sort_keys=True).encode())
+    h.update(str(FORMAT_VERSION).encode())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------------------------
+def _write_one(task: dict) -> dict:
+    """Write one shard (runs in a worker process). Returns its record."""
+    import torch
+    import webdataset as wds
+
+    torch.set_num_threads(1)  # one shard per process; avoid oversubscribing the cores
+    final, tmp = Path(task["final"]), Path(task["final"] + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    sr = task["sample_rate"]
+    failed, per_class, durations, labels = [], Counter(), [], []
+    n = 0
+    with open(tmp, "wb") as f:
+        writer = wds.TarWriter(f, encoder=False, mtime=0)  # fixed mtime: reruns give identical bytes
+        for row in task["rows"]:
+            try:
+                wave = load_mono(row["path"], sr)
+            except AudioError as exc:
+                failed.append({"id": row["id"], "path": row["path"], "reason": str(exc)})
+                continue
+            meta = {k: row[k] for k in ("id", "corpus", "label", "speaker", "partition", "extra")}
+            meta["duration"] = round(len(wave) / sr, 4)
+            meta["num_samples"] = int(len(wave))
+            writer.write({"__key__": sample_key(row["id"]), "flac": encode_flac(wave, sr),
+                          "json": json.dumps(meta, ensure_ascii=False).encode()})
+            per_class[row["label"]] += 1
+            labels.append(row["label"])
+            durations.append(meta["duration"])
+            n += 1
+        writer.close()
+        f.flush()
+        os.fsync(f.fileno())
+    record = {"path": task["rel"], "samples": n, "bytes": tmp.stat().st_size, "sha256": _sha256(tmp),
+              "per_class": dict(per_class), "duration_s": round(float(sum(durations)), 3), "failed": failed,
+              "labels": labels}
+    _atomic_json(Path(task["record"]), record)
+    os.replace(tmp, final)  # the shard becomes visible only once complete and recorded
+    return record
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def shard_corpus(corpus_dir: str | Path, out: str | Path, cfg: ShardConfig = ShardConfig(),
+                 force: bool = False) -> dict:
+    """Shard one prepared corpus; resumes an interrupted run. Returns the corpus index."""
+    t0 = time.time()
+    corpus_dir, out = Path(corpus_dir), Path(out)
+    manifest = corpus_dir / "manifest.jsonl" if corpus_dir.is_dir() else corpus_dir
+    rows = list(iter_manifest(manifest))
+    if not rows:
+        raise ShardError(f"{manifest} has no utterances; nothing to shard")
+    corpora = {r.corpus for r in rows}
+    if len(corpora) != 1:
+        raise ShardError(f"{manifest} mixes corpora {sorted(corpora)}; shard each corpus from its own manifest")
+    corpus = rows[0].corpus
+    report_path = manifest.parent / "report.json"
+    allow = json.loads(report_path.read_text()).get("prepare", {}).get("allow_speaker_overlap", False) \
+        if report_path.is_file() else False
+    check_speaker_disjoint(rows, allow_overlap=allow, where=str(manifest))
+
+    cdir = out / corpus
+    prog_dir = cdir / ".progress"
+    fp = _fingerprint(manifest, cfg)
+    index_path = cdir / INDEX
+    if index_path.is_file() and not force:
+        old = json.loads(index_path.read_text())
+        if old.get("fingerprint") == fp:
+            print(f"[shard {corpus}] up to date ({index_path})", flush=True)
+            return old
+    plan_file = prog_dir / "plan.json"
+    if plan_file.is_file() and not force:
+        old_fp = json.loads(plan_file.read_text()).get("fingerprint")
+        if old_fp != fp:
+            raise ShardError(f"{cdir} holds shards from a different manifest or shard settings; rerun with "
+                             f"--force to rewrite corpus '{corpus}' (other corpora are not touched)")
+    if force and cdir.exists():
+        import shutil
+
+        shutil.rmtree(cdir)
+    _atomic_json(plan_file, {"fingerprint": fp, "manifest": str(manifest), "shard": asdict(cfg)})
+
+    plan = plan_shards(rows, cfg)
+    tasks, records = [], {}
+    for part, shards in plan.items():
+        for i, shard_rows in enumerate(shards):
+            rel = f"{part}/shard-{i:06d}.tar"
+            final = cdir / rel
+            record = prog_dir / f"{part}-{i:06d}.json"
+            if final.is_file() and record.is_file():
+                records[rel] = json.loads(record.read_text())
+                continue
+            tasks.append({"rel": rel, "final": str(final), "record": str(record), "sample_rate": cfg.sample_rate,
+                          "rows": [_row_dict(r) for r in shard_rows]})
+    total = sum(len(shard) for shards in plan.values() for shard in shards)
+    done_before = len(records)
+    prog = Progress(f"shard {corpus}", total, "utterances")
+    prog.update(sum(r["samples"] + len(r["failed"]) for r in records.values()))
+    jobs = cfg.jobs or os.cpu_count() or 1
+    if tasks:
+        if jobs == 1:
+            for t in tasks:
+                rec = _write_one(t)
+                records[t["rel"]] = rec
+                prog.update(rec["samples"] + len(rec["failed"]))
+        else:
+            with ProcessPoolExecutor(min(jobs, len(tasks))) as pool:
+                futures = {pool.submit(_write_one, t): t for t in tasks}
+                for fut in as_completed(futures):
+                    rec = fut.result()
+                    records[futures[fut]["rel"]] = rec
+                    prog.update(rec["samples"] + len(rec["failed"]))
+    prog.close(f"({len(tasks)} shards written, {done_before} reused)")
+    index = build_index(corpus, rows, plan, records, cfg, fp)
+    index["seconds"] = round(time.time() - t0, 2)
+    _atomic_json(index_path, index)
+    if index["failed"]:
+        print(f"[shard {corpus}] warning: {len(index['failed'])} utterance(s) could not be read and are not in the "
+              f"shards; they are listed under 'failed' in {index_path}", flush=True)
+    return index
+
+
+def _row_dict(r: Utterance) -> dict:
+    return {"id": r.id, "corpus": r.corpus, "path": r.path, "label": r.label, "speaker": r.speaker,
+            "partition": r.partition, "extra": r.extra}
+
+
+def build_index(corpus: str, rows: list[Utterance], plan: dict, records: dict, cfg: ShardConfig, fp: str) -> dict:
+    """The per-corpus index: what a loader needs without opening a shard."""
+    parts = {}
+    failed = []
+    for part, shards in plan.items():
+        recs = [records[f"{part}/shard-{i:06d}.tar"] for i in range(len(shards))]
+        per_class: Counter = Counter()
+        for r in recs:
+            per_class.update(r["per_class"])
+            failed += r["failed"]
+        durs = [r.duration for r in rows if r.partition == part]
+        parts[part] = {
+            "utterances": sum(r["samples"] for r in recs),
+            "speakers": len({r.speaker for r in rows if r.partition == part}),
+            "per_class": dict(sorted(per_class.items())),
+            "duration_s": {"total": round(float(sum(durs)), 3), "mean": round(float(np.mean(durs)), 4),
+                           "min": round(float(min(durs)), 4), "max": round(float(max(durs)), 4)},
+            # labels in sample order let loaders subsample (e.g. class balancing) without opening a shard
+            "shards": [{k: r[k] for k in ("path", "samples", "bytes", "sha256", "duration_s", "labels")} for r in recs],
+        }
+    return {
+        "format_version": FORMAT_VERSION,
+        "corpus": corpus,
+        "sample_rate": cfg.sample_rate,
+        "fingerprint": fp,
+        "classes": sorted({r.label for r in rows}),
+        "speakers": sorted({r.speaker for r in rows}),
+        "utterances": sum(p["utterances"] for p in parts.values()),
+        "partitions": parts,
+        "failed": failed,
+        "shard_config": asdict(cfg),
+    }
+
+
+def shard_corpora(corpus_dirs: list[str | Path], out: str | Path, cfg: ShardConfig = ShardConfig(),
+                  force: bool = False) -> list[dict]:
+    """Shard several corpora; each corpus is independent (adding one never rewrites the others)."""
+    return [shard_corpus(d, out, cfg, force) for d in corpus_dirs]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# verification
+# ---------------------------------------------------------------------------------------------------------------
+def verify(root: str | Path, corpora: list[str] | None = None) -> tuple[int, list[str]]:
+    """Check every shard's sha256 and sample count against the index. Returns ``(shards checked, problems)``."""
+    import tarfile
+
+    root = Path(root)
+    names = corpora or list_corpora(root)
+    if not names:
+        raise ShardError(f"no corpus index found under {root} (expected {root}/<corpus>/{INDEX}); "
+                         f"is this the --out directory of `emonet shard`?")
+    problems, checked = [], 0
+    total = 0
+    indexes = {}
+    for name in names:
+        idx_path = root / name / INDEX
+        if not idx_path.is_file():
+            problems.append(f"{name}: {idx_path} is missing (sharding did not finish; rerun `emonet shard`)")
+            continue
+        indexes[name] = json.loads(idx_path.read_text())
+        total += sum(len(p["shards"]) for p in indexes[name]["partitions"].values())
+    prog = Progress("verify", total, "shards")
+    for name, index in indexes.items():
+        for part, info in index["partitions"].items():
+            for sh in info["shards"]:
+                path = root / name / sh["path"]
+                checked += 1
+                prog.update()
+                if not path.is_file():
+                    problems.append(f"{path}: missing")
+                    continue
+                digest = _sha256(path)
+                if digest != sh["sha256"]:
+                    problems.append(f"{path}: sha256 {digest[:12]}... does not match the index "
+                                    f"({sh['sha256'][:12]}...); the shard is corrupt, rerun `emonet shard --force`")
+                    continue
+                try:
+                    with tarfile.open(path) as tar:
+                        keys = {m.name.split(".", 1)[0] for m in tar.getmembers() if m.isreg()}
+                except tarfile.TarError as exc:
+                    problems.append(f"{path}: unreadable tar ({exc})")
+                    continue
+                if len(keys) != sh["samples"]:
+                    problems.append(f"{path}: {len(keys)} samples, index says {sh['samples']}")
+    prog.close()
+    return checked, problems

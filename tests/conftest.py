@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny real corpus (tones written as audio files), prepared and sharded once per session."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers import write_tone  # noqa: E402
+
+from emonet_dist.config import PrepareConfig, ShardConfig  # noqa: E402
+from emonet_dist.corpora.prepare import prepare_corpus  # noqa: E402
+from emonet_dist.data.shards import shard_corpus  # noqa: E402
+
+LABELS = ("angry", "happy", "neutral", "sad")
+
+
+def make_tiny_raw(root: Path, speakers: int = 6, per_label: int = 3, sr: int = 16000) -> Path:
+    """Write ``speakers x 4 labels x per_label`` short files and a CSV listing them; returns the CSV path."""
+    rows = []
+    for s in range(speakers):
+        for li, lab in enumerate(LABELS):
+            for k in range(per_label):
+                rel = f"spk{s}/{lab}_{k}.wav"
+                seconds = 0.3 + 0.1 * ((s + li + k) % 7)
+                write_tone(root / rel, seconds=seconds, sr=sr, freq=150 + 60 * li + 7 * s, seed=s * 100 + li * 10 + k)
+                rows.append({"path": rel, "label": lab, "speaker": f"spk{s}"})
+    out = root / "list.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "label", "speaker"])
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A prepared corpus directory (manifest.jsonl + report.json) named ``tiny``: 6 speakers, 4 classes, 72 files."""
+    root = tmp_path_factory.mktemp("tiny_raw")
+    listing = make_tiny_raw(root)
+    out = tmp_path_factory.mktemp("tiny_prepared") / "tiny"
+    prepare_corpus("csv", listing, out, PrepareConfig(jobs=1, dev_fraction=0.17, test_fraction=0.17), name="tiny")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tiny_corpus, tmp_path_factory) -> Path:
+    """``tiny`` sharded with 5 samples per shard (many shards, some partial)."""
+    out = tmp_path_factory.mktemp("tiny_shards")
+    shard_corpus(tiny_corpus, out, ShardConfig(samples_per_shard=5, jobs=1))
+    return out
