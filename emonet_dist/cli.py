@@ -74,6 +74,18 @@ def cmd_corpus_synth(args) -> int:
     return 0
 
 
+def cmd_corpus_partition(args) -> int:
+    from .corpora.repartition import partition_manifest
+
+    cfg = _cfg(args, {"prepare.seed": args.seed, "prepare.split": args.split, "prepare.num_folds": args.folds,
+                      "prepare.allow_speaker_overlap": True if args.allow_speaker_overlap else None})
+    report = partition_manifest(args.manifest, args.out, cfg.prepare)
+    print(f"{report['utterances']} utterances, {report['speakers']} speakers -> "
+          f"{', '.join(f'{p} {n}' for p, n in report['per_partition'].items())} ({report['seconds']} s); "
+          f"wrote {Path(args.out) / 'manifest.jsonl'}")
+    return 0
+
+
 def cmd_corpus_check(args) -> int:
     from .corpora.manifest import check_speaker_disjoint, read_manifest, summarize
 
@@ -153,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--jobs", type=int)
     _common(synth)
     synth.set_defaults(func=cmd_corpus_synth)
+
+    part = csub.add_parser("partition", help="re-partition an existing manifest (streams it; no audio is read)")
+    part.add_argument("manifest", metavar="MANIFEST", help="manifest.jsonl or a corpus directory holding one")
+    part.add_argument("--out", required=True, metavar="CORPUS_DIR")
+    part.add_argument("--split", choices=["speaker", "folds", "official"])
+    part.add_argument("--folds", type=int)
+    part.add_argument("--seed", type=int)
+    part.add_argument("--allow-speaker-overlap", action="store_true")
+    _common(part)
+    part.set_defaults(func=cmd_corpus_partition)
 
     check = csub.add_parser("check", help="validate a prepared corpus (speaker-disjoint partitions) and summarise it")
     check.add_argument("corpus_dir", metavar="CORPUS_DIR")

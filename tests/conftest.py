@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import write_tone
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from helpers import write_tone  # noqa: E402
-
-from emonet_dist.config import PrepareConfig, ShardConfig  # noqa: E402
-from emonet_dist.corpora.prepare import prepare_corpus  # noqa: E402
-from emonet_dist.data.shards import shard_corpus  # noqa: E402
+from emonet_dist.config import PrepareConfig, ShardConfig
+from emonet_dist.corpora.prepare import prepare_corpus
+from emonet_dist.data.shards import shard_corpus
 
 LABELS = ("angry", "happy", "neutral", "sad")
 

@@ -11,6 +11,7 @@ penalised). The same seed gives the same split.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 
@@ -125,3 +126,29 @@ def fold_split(groups: dict[str, float], num_folds: int, seed: int) -> dict[str,
 
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "group"
+
+
+def assign_speakers(spk_class: dict[str, Counter], groups: dict[str, str], split: str,
+                    cfg: PrepareConfig) -> dict[str, str]:
+    """``{speaker: partition}`` for ``split`` (``speaker`` or ``folds``) from per-speaker class counts.
+
+    Args:
+        spk_class: utterances per speaker and label.
+        groups: speaker -> speaker group (fold unit); speakers without a group are their own group.
+    """
+    if split == "speaker":
+        speakers = sorted(spk_class)
+        labels = sorted({lab for c in spk_class.values() for lab in c})
+        li = {lab: i for i, lab in enumerate(labels)}
+        counts = np.zeros((len(speakers), len(labels)), dtype=np.int64)
+        for i, spk in enumerate(speakers):
+            for lab, n in spk_class[spk].items():
+                counts[i, li[lab]] = n
+        return speaker_split(speakers, counts, cfg)
+    if split == "folds":
+        sizes: Counter = Counter()
+        for spk, c in spk_class.items():
+            sizes[groups.get(spk, spk)] += sum(c.values())
+        by_group = fold_split(dict(sizes), cfg.num_folds, cfg.seed)
+        return {spk: by_group[groups.get(spk, spk)] for spk in spk_class}
+    raise CorpusError(f"unknown split '{split}'; use speaker, folds or official")

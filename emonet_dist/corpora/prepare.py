@@ -20,15 +20,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from ..audio import AudioError, is_audio_file, probe_audio
 from ..config import PrepareConfig
 from ..errors import CorpusError
 from ..progress import Progress
 from .labels import harmonise
 from .manifest import MANIFEST, REPORT, Found, Skipped, Utterance, check_speaker_disjoint, summarize, write_manifest
-from .partitions import fold_split, speaker_split
+from .partitions import assign_speakers
 from .recipes import get_recipe
 
 
@@ -171,27 +169,12 @@ def assign_partitions(rows: list[Utterance], split: str, cfg: PrepareConfig, gro
             raise CorpusError(f"split=official but {len(missing)} utterance(s) have no partition "
                               f"(e.g. {missing[0].path}); add a partition column or use --split speaker")
         return
-    if split == "speaker":
-        speakers = sorted({r.speaker for r in rows})
-        labels = sorted({r.label for r in rows})
-        si = {s: i for i, s in enumerate(speakers)}
-        li = {lab: i for i, lab in enumerate(labels)}
-        counts = np.zeros((len(speakers), len(labels)), dtype=np.int64)
-        for r in rows:
-            counts[si[r.speaker], li[r.label]] += 1
-        mapping = speaker_split(speakers, counts, cfg)
-        for r in rows:
-            r.partition = mapping[r.speaker]
-        return
-    if split == "folds":
-        sizes: Counter = Counter()
-        for r in rows:
-            sizes[groups[r.speaker]] += 1
-        mapping = fold_split(dict(sizes), cfg.num_folds, cfg.seed)
-        for r in rows:
-            r.partition = mapping[groups[r.speaker]]
-        return
-    raise CorpusError(f"unknown split '{split}'; use speaker, folds or official")
+    spk_class: dict[str, Counter] = {}
+    for r in rows:
+        spk_class.setdefault(r.speaker, Counter())[r.label] += 1
+    mapping = assign_speakers(spk_class, groups, split, cfg)
+    for r in rows:
+        r.partition = mapping[r.speaker]
 
 
 _KINDS = ("outside expected layout", "unknown label code", "not decodable audio", "truncated", "empty file",

@@ -75,11 +75,14 @@ def iter_shard(url: str):
 
 def collate(waves: list[np.ndarray], targets: list[int], metas: list[dict], extra: dict) -> dict:
     """Zero-pad to the longest wave in the batch. ``waves``: (B, T) float32, ``lengths``: (B,) int64."""
-    lengths = torch.tensor([len(w) for w in waves], dtype=torch.int64)
-    out = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+    lengths = np.array([len(w) for w in waves], dtype=np.int64)
+    # Padding in numpy: torch's element-wise copy fans out to its intra-op thread pool, which costs far more
+    # than the copy itself when every core is already busy decoding.
+    out = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
     for i, w in enumerate(waves):
-        out[i, : len(w)] = torch.from_numpy(w)
-    return {"waves": out, "lengths": lengths, "targets": torch.tensor(targets, dtype=torch.int64),
+        out[i, : len(w)] = w
+    return {"waves": torch.from_numpy(out), "lengths": torch.from_numpy(lengths),
+            "targets": torch.tensor(targets, dtype=torch.int64),
             "ids": [m["id"] for m in metas], "labels": [m["label"] for m in metas], **extra}
 
 

@@ -81,3 +81,13 @@ def test_official_partitions_that_leak_are_refused_unless_overridden(tmp_path, t
         prepare_corpus("csv", leaky, tmp_path / "out", PrepareConfig(jobs=1))
     report = prepare_corpus("csv", leaky, tmp_path / "out", PrepareConfig(jobs=1, allow_speaker_overlap=True))
     assert report["split"] == "official" and set(report["per_partition"]) == {"train", "test"}
+
+
+def test_repartition_streams_and_keeps_speakers_whole(tiny_corpus, tmp_path):
+    from emonet_dist.cli import main
+
+    assert main(["corpus", "partition", str(tiny_corpus), "--out", str(tmp_path / "re"), "--seed", "5"]) == 0
+    rows = read_manifest(tmp_path / "re")
+    assert len(rows) == len(read_manifest(tiny_corpus))
+    check_speaker_disjoint(rows)
+    assert {r.partition for r in rows} == {"train", "dev", "test"}

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_tone
+
 from emonet_dist.config import PrepareConfig
 from emonet_dist.corpora.labels import harmonise
 from emonet_dist.corpora.manifest import read_manifest
 from emonet_dist.corpora.prepare import prepare_corpus
 from emonet_dist.errors import SpeakerLeakageError
-
-from helpers import write_tone  # noqa: E402
 
 CFG = PrepareConfig(jobs=1)
 STANDARD = {"angry", "happy", "sad", "fear", "disgust", "surprise", "neutral", "calm", "boredom", "excited",
