@@ -127,6 +127,13 @@ def cmd_shard(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), _cfg(args, {}))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # config
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--force", action="store_true", help="rewrite these corpora's shards from scratch")
     _common(shard)
     shard.set_defaults(func=cmd_shard)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on the built-in synthetic corpora")
+    demo.add_argument("--out", default="demo", help="output directory (default: ./demo)")
+    _common(demo)
+    demo.set_defaults(func=cmd_demo)
 
     cfg = sub.add_parser("config", help="show the resolved config")
     csub2 = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
