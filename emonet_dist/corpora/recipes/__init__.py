@@ -4,6 +4,8 @@ A recipe module defines:
 
 * ``NAME`` — the name used on the command line (``emonet corpus prepare NAME RAW_DIR``);
 * ``LAYOUT`` — the layout it expects, shown in errors;
+* ``LABELS`` — every category name it can produce (the arousal/valence map must cover them; ``csv`` and
+  ``synth`` take their labels from their input);
 * ``scan(root, files)`` — yields a :class:`~emonet_dist.corpora.manifest.Found` or
   :class:`~emonet_dist.corpora.manifest.Skipped` for every audio file in ``files`` (absolute paths of all audio
   files under ``root``, sorted); files it never mentions are reported as skipped by the core;

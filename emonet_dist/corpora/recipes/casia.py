@@ -23,6 +23,7 @@ from ..manifest import Found, Skipped
 NAME = "casia"
 LAYOUT = "<speaker>/<emotion>/<id>.wav (e.g. wangzhe/angry/201.wav)"
 EMOTIONS = ("angry", "fear", "happy", "neutral", "sad", "surprise")
+LABELS = EMOTIONS
 SPEAKERS = {"liuchanhg": "female", "wangzhe": "male", "zhaoquanyin": "female", "ZhaoZuoxiang": "male"}
 _SPEAKER = {s.lower(): s for s in SPEAKERS}
 _ID = re.compile(r"^\d+$")

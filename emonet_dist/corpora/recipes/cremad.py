@@ -32,6 +32,7 @@ from ..manifest import Found, Skipped
 NAME = "crema-d"
 LAYOUT = "AudioWAV/AAAA_SSS_EEE_LL.wav (e.g. AudioWAV/1001_DFA_ANG_XX.wav)"
 EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+LABELS = tuple(EMOTIONS.values())
 SENTENCES = {"IEO": "It's eleven o'clock", "TIE": "That is exactly what happened",
              "IOM": "I'm on my way to the meeting", "IWW": "I wonder what this is about",
              "TAI": "The airplane is almost full", "MTI": "Maybe tomorrow it will be cold",

@@ -25,6 +25,7 @@ NAME = "emodb"
 LAYOUT = "wav/SSTTTEV.wav (e.g. wav/03a01Fa.wav)"
 EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness",
             "N": "neutral"}
+LABELS = tuple(EMOTIONS.values())
 SPEAKERS = {"03": ("male", 31), "08": ("female", 34), "09": ("female", 21), "10": ("male", 32),
             "11": ("male", 26), "12": ("male", 30), "13": ("female", 32), "14": ("female", 35),
             "15": ("male", 25), "16": ("female", 31)}

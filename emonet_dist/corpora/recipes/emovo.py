@@ -21,6 +21,7 @@ NAME = "emovo"
 LAYOUT = "<spk>/<emo>-<spk>-<sent>.wav (e.g. f1/dis-f1-b1.wav)"
 EMOTIONS = {"dis": "disgust", "gio": "joy", "neu": "neutral", "pau": "fear", "rab": "anger", "sor": "surprise",
             "tri": "sadness"}
+LABELS = tuple(EMOTIONS.values())
 _NAME = re.compile(r"^([a-z]{3})-([fm]\d)-([bldn]\d)$", re.I)
 
 

@@ -37,6 +37,7 @@ CODES = {"ang": "anger", "hap": "happiness", "exc": "excitement", "sad": "sadnes
          "fru": "frustration", "sur": "surprise", "fea": "fear", "dis": "disgust", "oth": "other",
          "xxx": "no majority"}
 FOUR_CLASS = {"ang": "angry", "hap": "happy", "exc": "happy", "neu": "neutral", "sad": "sad"}
+LABELS = tuple(sorted(set(FOUR_CLASS.values())))
 _UTT = re.compile(r"^(Ses0([1-5])[FM]_(impro|script)\w*?)_([FM])\d+$")
 _SESSION = re.compile(r"^Session([1-5])$")
 _LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+"

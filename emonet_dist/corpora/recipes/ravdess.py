@@ -23,6 +23,7 @@ NAME = "ravdess"
 LAYOUT = "Actor_XX/03-01-EE-II-SS-RR-AA.wav"
 EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
             "07": "disgust", "08": "surprised"}
+LABELS = tuple(EMOTIONS.values())
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 _NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 _DIR = re.compile(r"^Actor_(\d\d)$")

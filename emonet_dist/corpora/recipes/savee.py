@@ -24,6 +24,7 @@ NAME = "savee"
 LAYOUT = "AudioData/<DC|JE|JK|KL>/<code><nn>.wav (e.g. AudioData/DC/sa03.wav)"
 EMOTIONS = {"a": "anger", "d": "disgust", "f": "fear", "h": "happiness", "n": "neutral", "sa": "sadness",
             "su": "surprise"}
+LABELS = tuple(EMOTIONS.values())
 SPEAKERS = ("DC", "JE", "JK", "KL")
 # The letter run is taken whole before the digits, so "sa"/"su" cannot be read as a one-letter code.
 _NAME = re.compile(r"^([a-z]{1,2})(\d\d)$", re.I)

@@ -29,6 +29,7 @@ LAYOUT = "<OAF|YAF>_<emotion>/<OAF|YAF>_<word>_<code>.wav (e.g. OAF_Fear/OAF_bac
 DEFAULT_SPLIT = "folds"
 EMOTIONS = {"angry": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy", "neutral": "neutral",
             "ps": "pleasant_surprise", "sad": "sad"}
+LABELS = tuple(EMOTIONS.values())
 FOLDERS = {"pleasant_surprise": "ps", "pleasant_surprised": "ps", **{e: e for e in EMOTIONS}}
 AGES = {"OAF": 64, "YAF": 26}
 _NAME = re.compile(r"^(OAF|YAF)_(.+)_([A-Za-z]+)$", re.I)

@@ -23,6 +23,7 @@ from ..manifest import Found, Skipped
 NAME = "urdu"
 LAYOUT = "<Emotion>/S<G><id>_F<nn>_<E><nn>.wav (e.g. Angry/SM1_F10_A010.wav)"
 EMOTIONS = {"A": "angry", "H": "happy", "N": "neutral", "S": "sad"}
+LABELS = tuple(EMOTIONS.values())
 FOLDERS = {"angry": "A", "happy": "H", "neutral": "N", "sad": "S"}
 _NAME = re.compile(r"^(S([MF])\d+)_F(\d+)_([A-Z])(\d+)$", re.I)
 

@@ -1,0 +1,153 @@
+"""The distributed semantics of multi-corpus training, in one place.
+
+Design (chosen over wrapping the model in DDP; DESIGN.md section 3 lists the traps it avoids):
+
+* **Every rank trains the same corpus at the same moment.** The round-robin schedule is seeded identically
+  on all ranks, so per-corpus parameters are touched by all ranks together or not at all.
+* **The loss is normalised globally.** Each rank's loss is its share of the union batch's class-weighted
+  mean: ``sum_i w_i * ce_i / W`` with ``W = sum of w_i over all ranks`` (one tiny all-reduce). The gradient of
+  the union batch is then the **sum** of the ranks' gradients, for shared and per-corpus parameters alike and
+  whichever ranks computed them — so a corpus's gradient is reduced over exactly the ranks that had samples
+  of it (a rank with an empty batch contributes zeros, it is not averaged in). Dividing by the world size
+  would shrink the step whenever a rank had no samples; the DDP-equivalence test covers that case.
+* **BatchNorm statistics are global.** Every BN (all are per corpus) normalises with the mean and variance of
+  the union batch (all-reduced, differentiable), so training is the same computation as one worker on the
+  union batch, and the running statistics are updated identically on every rank — they agree at every
+  checkpoint and evaluation without broadcasting (``bn_state_digest`` checks this).
+* Only parameters that received a gradient are reduced and stepped, so unused corpora's parameters, momentum
+  and weight decay are left alone (SGD skips parameters whose ``grad`` is None).
+
+Everything degrades to plain single-process PyTorch when the world size is 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(t: Tensor) -> Tensor:
+    """Differentiable sum over ranks (the backward pass sums the gradients over ranks too)."""
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t)
+
+
+class GlobalBatchNorm(nn.BatchNorm2d):
+    """BatchNorm over the union of all ranks' batches (SyncBatchNorm semantics, on any device and backend).
+
+    torch's SyncBatchNorm only runs on GPUs; this one is written with differentiable all-reduces, so it runs
+    with gloo on CPU and NCCL on GPU. Works for ``(B, C)`` and ``(B, C, ...)`` inputs. In eval mode, or with a
+    world size of 1, it is exactly ``nn.BatchNorm``.
+    """
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input, got {x.dim()}D")
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, size = world()
+        if not self.training or size == 1:
+            return super().forward(x)
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = torch.full((1,), x.numel() / max(x.shape[1], 1), dtype=x.dtype, device=x.device)
+        stats = _all_reduce_sum(torch.cat([x.sum(dims), count]))
+        n = stats[-1]
+        mean = stats[:-1] / n
+        xc = x - mean.view(shape)
+        var = _all_reduce_sum((xc * xc).sum(dims)) / n  # two-pass: exact and stable in fp32
+        y = xc * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)).clamp(min=0), alpha=m)
+        return y
+
+
+def use_global_batchnorm(model: nn.Module) -> nn.Module:
+    """Turn every ``nn.BatchNorm1d/2d`` in ``model`` into :class:`GlobalBatchNorm` in place (same parameters
+    and buffers, same state-dict keys). Call it after all corpora are added."""
+    for module in model.modules():
+        if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d):
+            module.__class__ = GlobalBatchNorm  # same attributes; only forward changes
+    return model
+
+
+def global_weighted_ce(logits: Tensor, targets: Tensor, class_weights: Tensor | None) -> Tensor:
+    """This rank's share of the union batch's class-weighted mean cross-entropy.
+
+    Summing the returned losses over ranks gives ``F.cross_entropy(all_logits, all_targets, weight=w)``.
+    """
+    ce = F.cross_entropy(logits, targets, reduction="none")
+    w = class_weights[targets] if class_weights is not None else torch.ones_like(ce)
+    total = w.sum().detach()
+    _, size = world()
+    if size > 1:
+        total = total.clone()
+        dist.all_reduce(total)
+    return (w * ce).sum() / total.clamp(min=torch.finfo(ce.dtype).tiny)
+
+
+def sum_gradients(params: list[nn.Parameter]) -> None:
+    """All-reduce (sum) the gradients of ``params`` that have one, in a single flat buffer.
+
+    Every rank must hold gradients for the same parameters (guaranteed because all ranks run the same
+    corpus); a mismatch is detected and reported instead of silently mixing tensors.
+    """
+    _, size = world()
+    if size == 1:
+        return
+    with_grad = [p for p in params if p.grad is not None]
+    if not with_grad:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in with_grad])
+    check = torch.tensor([flat.numel()], dtype=torch.float64, device=flat.device)
+    hi, lo = check.clone(), check.clone()
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    if hi.item() != lo.item():
+        raise RuntimeError("ranks computed gradients for different parameters; every rank must train the same "
+                           "corpus at the same step (check that all ranks share data.seed and the corpus list)")
+    dist.all_reduce(flat)
+    offset = 0
+    for p in with_grad:
+        n = p.grad.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
+
+
+def bn_state_digest(model: nn.Module) -> str:
+    """A hash of every BatchNorm buffer, to check that ranks agree before a checkpoint or an evaluation."""
+    h = hashlib.sha256()
+    for name, buf in model.named_buffers():
+        if "running_" in name or "num_batches_tracked" in name:
+            h.update(name.encode())
+            h.update(buf.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def assert_ranks_agree(digest: str, what: str) -> None:
+    """Raise if ranks hold different values of ``what`` (compared by digest)."""
+    _, size = world()
+    if size == 1:
+        return
+    digests: list[str | None] = [None] * size
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"{what} differ between ranks ({digests}); this is a bug in the distributed loop")
