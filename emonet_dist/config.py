@@ -252,6 +252,95 @@ class ModelConfig:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# training (EmoNet section 5.2.2), Ray, MLflow
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with momentum and class-weighted cross-entropy; the LR falls by ``lr_decay`` at each stage."""
+
+    lr: float = 0.1
+    """LR of the first stage (paper: 0.1 -> 0.01 -> 0.001)."""
+    lr_decay: float = 0.1
+    stages: int = 3
+    finetune_scale: float = 0.1
+    """``finetune`` and ``head`` transfer modes start at lr * finetune_scale (paper: 0.01)."""
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    class_weighted: bool = True
+    """Weight each class by N / (C * n_c) of the corpus's training partition."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0 and 0 < self.lr_decay <= 1, "lr must be > 0 and lr_decay in (0, 1]")
+        _check(self.stages >= 1, "stages must be >= 1")
+        _check(0 <= self.momentum < 1 and self.weight_decay >= 0, "momentum in [0, 1), weight_decay >= 0")
+
+    def stage_lr(self, stage: int, finetune: bool = False) -> float:
+        return self.lr * (self.finetune_scale if finetune else 1.0) * self.lr_decay ** stage
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    schedule: Literal["multi", "single"] = "multi"
+    """``multi``: round-robin over the corpora, one batch each per round; a round is a step and each LR stage
+    lasts ``steps_per_stage`` rounds. ``single``: epochs of one corpus; the LR drops after ``patience`` epochs
+    without a dev-UAR gain, and training stops after the last stage's patience."""
+    steps_per_stage: int = 2500
+    patience: int = 50
+    """Epochs without a dev-UAR gain before the LR drops (single-corpus schedule)."""
+    max_epochs: int = 0
+    """Cap on epochs for the single-corpus schedule (0: no cap)."""
+    eval_every: int = 250
+    """Rounds between dev evaluations (multi); the single schedule evaluates every epoch."""
+    checkpoint_every: int = 500
+    """Rounds (multi) or epochs (single) between full checkpoints; best-dev states are kept as they happen."""
+    log_every: int = 10
+    shuffle_rounds: bool = True
+    """Draw the corpus order of each round from (seed, round); identical on every rank."""
+    mode: Literal["scratch", "adapters", "head", "finetune", "zero-shared"] = "scratch"
+    """What trains (see ``emonet_dist.model.modes``); transfer runs set it with ``emonet transfer --mode``."""
+    init_from: str = ""
+    """Pretrained run directory, run id or checkpoint to start from (transfer); empty: from scratch."""
+    device: str = "auto"
+    """``auto`` (CUDA when the worker has a GPU), ``cpu``, ``cuda``, ``cuda:1``..."""
+    threads: int = 0
+    """torch intra-op threads per worker; 0 uses the worker's CPU allotment."""
+
+    def __post_init__(self) -> None:
+        _check(self.steps_per_stage >= 1 and self.patience >= 1, "steps_per_stage and patience must be >= 1")
+        _check(self.eval_every >= 1 and self.checkpoint_every >= 1 and self.log_every >= 1,
+               "eval_every, checkpoint_every and log_every must be >= 1")
+        _check(self.max_epochs >= 0 and self.threads >= 0, "max_epochs and threads must be >= 0")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = ""
+    """Empty: start Ray locally. ``auto`` or ``ray://host:10001`` joins a running cluster."""
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """``auto``: NCCL with GPUs, gloo otherwise."""
+    max_failures: int = 0
+    """Worker-group restarts from the latest checkpoint before the run fails."""
+    storage_path: str = ""
+    """Where Ray keeps checkpoints; empty: ``<output_dir>/ray``. Use shared storage on multi-node clusters."""
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers >= 1, "num_workers must be >= 1")
+        _check(self.cpus_per_worker > 0 and self.gpus_per_worker >= 0, "cpus_per_worker > 0, gpus_per_worker >= 0")
+        _check(self.max_failures >= -1, "max_failures must be >= -1 (-1: unlimited)")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str = ""
+    """MLflow tracking URI; empty: ``sqlite:///<absolute output_dir>/mlflow.db``."""
+    experiment: str = "emonet"
+    enabled: bool = True
+
+
+# --------------------------------------------------------------------------------------------------------------
 # the tree
 # --------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -263,6 +352,10 @@ class Config:
     shard: ShardConfig = field(default_factory=ShardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Config":

@@ -105,11 +105,13 @@ def resumed_worker(slot: int, per_worker: list[int], k: int) -> tuple[int, int]:
     return old, taken[old]
 
 
-def eval_rank_items(counts: list[int], rank: int, world: int) -> np.ndarray:
-    """Evaluation: every sample once, in index order, in contiguous rank ranges."""
-    n = int(sum(counts))
-    lo, hi = rank_range(n, rank, world)
-    return np.arange(lo, hi, dtype=np.int64)
+def eval_rank_items(counts: list[int], rank: int, world: int, include: np.ndarray | None = None) -> np.ndarray:
+    """Evaluation: every (included) sample once, in index order, in contiguous rank ranges."""
+    items = np.arange(int(sum(counts)), dtype=np.int64)
+    if include is not None:
+        items = items[include]
+    lo, hi = rank_range(len(items), rank, world)
+    return items[lo:hi]
 
 
 def class_balanced_mask(labels: list[str], seed: int) -> np.ndarray:

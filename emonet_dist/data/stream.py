@@ -8,7 +8,7 @@ yields ready batches (decoded, cropped, zero-padded). Which samples a worker rea
 * a run resumes mid-epoch at the exact batch (a worker skips the batches already consumed);
 * crops are drawn from ``(seed, epoch, sample)``, so they do not depend on which worker read the sample.
 
-Shard addresses may be local paths, URLs or ``pipe:`` commands; WebDataset opens them.
+Shard addresses may be local paths, URLs or ``pipe:`` commands; WebDataset's ``gopen`` opens them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..errors import ShardError
 from . import plan
 from .shards import load_index, shard_url
+from .tario import iter_samples, open_shard
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,16 @@ def shard_list(root: str, corpus: str, partitions: tuple[str, ...] | list[str], 
 
 def iter_shard(url: str):
     """Yield ``(position, {"flac": bytes, "json": bytes, ...})`` for every sample of one shard, in order."""
-    import webdataset as wds
-
-    def raise_with_url(exn: Exception) -> bool:
-        raise ShardError(f"cannot read shard {url}: {exn}") from exn
-
-    for pos, sample in enumerate(wds.tariterators.tarfile_samples([{"url": url}], handler=raise_with_url)):
-        yield pos, sample
+    try:
+        stream = open_shard(url)
+    except Exception as exc:  # noqa: BLE001 - local, http and pipe openers raise different types
+        raise ShardError(f"cannot open shard {url}: {exc}") from exc
+    try:
+        yield from enumerate(iter_samples(stream))
+    except (EOFError, ValueError, OSError) as exc:
+        raise ShardError(f"cannot read shard {url}: {exc} (run `emonet shard verify`)") from exc
+    finally:
+        stream.close()
 
 
 def collate(waves: list[np.ndarray], targets: list[int], metas: list[dict], extra: dict) -> dict:
@@ -153,7 +157,7 @@ class CorpusStream(IterableDataset):
         yield from self._emit(todo, epoch, crop=True, worker=old)
 
     def _eval(self, w: int, nw: int):
-        items = plan.eval_rank_items(list(self.shards.counts), self.rank, self.world)
+        items = plan.eval_rank_items(list(self.shards.counts), self.rank, self.world, self.include)
         lo, hi = plan.rank_range(len(items), w, nw)
         mine = items[lo:hi]
         todo = [(j, mine[i:i + self.batch_size]) for j, i in enumerate(range(0, len(mine), self.batch_size))]

@@ -1,0 +1,143 @@
+"""``emonet train``: the driver. It creates the run (directory, MLflow run), starts or joins Ray, runs the
+``TorchTrainer`` and reports the outcome. ``--resume`` reuses a stopped run's name and storage, which makes
+Ray Train restore its latest checkpoint.
+
+A run directory (``<output_dir>/<run name>/``) holds ``config.yaml``, ``run.json`` (names, ids, status,
+final metrics), ``metrics.jsonl`` (the metric journal), ``predictions/``, ``best/``, ``final/`` and
+``bundles/``; Ray keeps the checkpoints under ``ray.storage_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..errors import EmonetError
+from .. import tracking
+
+RUN_JSON = "run.json"
+# Ray Train V2 polls workers every 2 s by default, which makes every ray.train.report block that long.
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+
+
+@dataclass
+class RunResult:
+    name: str
+    dir: Path
+    metrics: dict
+    checkpoint: str | None
+    mlflow_run_id: str | None
+    tracking_uri: str | None
+
+
+def new_run_name(cfg: Config) -> str:
+    """Unique per launch: reusing a Ray Train run name would silently resume the old run."""
+    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def storage_path(cfg: Config) -> Path:
+    return Path(cfg.ray.storage_path or Path(cfg.output_dir) / "ray").expanduser().resolve()
+
+
+def find_run(ref: str, output_dir: str = "runs") -> Path:
+    """A run directory from its path or its name under ``output_dir``."""
+    for cand in (Path(ref), Path(output_dir) / ref):
+        if (cand / RUN_JSON).is_file():
+            return cand.resolve()
+    raise EmonetError(f"no run '{ref}' (looked for {ref}/{RUN_JSON} and {output_dir}/{ref}/{RUN_JSON}); pass a run "
+                      "directory or a run name under output_dir")
+
+
+def init_ray(cfg: Config) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.update(RAY_ENV)
+    env = {"env_vars": dict(RAY_ENV)}
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, runtime_env=env, log_to_driver=True)
+    else:
+        # Local Ray binds to loopback; gloo must too (the host name may resolve to 127.0.1.1 or a dead interface).
+        env["env_vars"]["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
+        ray.init(runtime_env=env, include_dashboard=False, log_to_driver=True,
+                 _node_ip_address="127.0.0.1", num_cpus=max(os.cpu_count() or 1, 1))
+
+
+def run_training(cfg: Config, resume: str | None = None, run_name: str | None = None,
+                 extra_tags: dict | None = None, parent_run_id: str | None = None) -> RunResult:
+    """Run (or resume) one training run to the end and return its outcome."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from .loop import train_loop_per_worker
+
+    if resume:
+        run_dir = find_run(resume, cfg.output_dir)
+        info = json.loads((run_dir / RUN_JSON).read_text())
+        cfg = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+        name, mlflow_run_id, uri = info["name"], info.get("mlflow_run_id"), info.get("tracking_uri")
+        print(f"[train] resuming run {name} ({run_dir})", flush=True)
+    else:
+        if not cfg.data.corpora:
+            raise EmonetError("data.corpora is empty: list the corpora to train on (see jobs/ for examples)")
+        name = run_name or new_run_name(cfg)
+        run_dir = (Path(cfg.output_dir) / name).resolve()
+        run_dir.mkdir(parents=True, exist_ok=False)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        uri = tracking.tracking_uri(cfg) if cfg.tracking.enabled else None
+        mlflow_run_id = tracking.start_run(cfg, name, extra_tags, parent_run_id) if uri else None
+        _write_run_json(run_dir, {"name": name, "dir": str(run_dir), "mlflow_run_id": mlflow_run_id,
+                                  "tracking_uri": uri, "status": "RUNNING"})
+    init_ray(cfg)
+    backend = cfg.ray.backend if cfg.ray.backend != "auto" else ("nccl" if cfg.ray.gpus_per_worker > 0 else "gloo")
+    resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.to_dict(), "run": {"name": name, "dir": str(run_dir),
+                                                         "mlflow_run_id": mlflow_run_id, "tracking_uri": uri}},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.gpus_per_worker > 0,
+                                               resources_per_worker=resources),
+        torch_config=TorchConfig(backend=backend),
+        run_config=ray.train.RunConfig(name=name, storage_path=str(storage_path(cfg)),
+                                       failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+    )
+    try:
+        result = trainer.fit()
+        error = result.error
+    except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types
+        result, error = None, exc
+    ok = error is None
+    metrics = dict(result.metrics or {}) if result is not None else {}
+    checkpoint = result.checkpoint.path if result is not None and result.checkpoint else None
+    _write_run_json(run_dir, {"name": name, "dir": str(run_dir), "mlflow_run_id": mlflow_run_id, "tracking_uri": uri,
+                              "status": "FINISHED" if ok else "FAILED", "metrics": metrics, "checkpoint": checkpoint,
+                              "storage_path": str(storage_path(cfg)), "error": None if ok else str(error)[:2000]})
+    tracking_error = run_dir / "tracking_error.txt"
+    if uri and mlflow_run_id:
+        try:
+            tracking.finish_run(uri, mlflow_run_id, ok and not tracking_error.exists())
+        except Exception:  # noqa: BLE001 - reported below through tracking_error / the failure itself
+            pass
+    if not ok:
+        raise EmonetError(f"training run {name} failed: {str(error).strip().splitlines()[-1][:500]}; "
+                          f"checkpoints are in {storage_path(cfg) / name}; continue with "
+                          f"`emonet train --resume {run_dir}`")
+    if tracking_error.exists():
+        raise EmonetError(f"run {name} finished and its checkpoints and outputs are safe in {run_dir}, but MLflow "
+                          f"logging failed: {tracking_error.read_text().strip()}; replay the metrics with "
+                          f"`emonet track sync {run_dir}` once the tracking server is reachable")
+    return RunResult(name, run_dir, metrics, checkpoint, mlflow_run_id, uri)
+
+
+def _write_run_json(run_dir: Path, info: dict) -> None:
+    tmp = run_dir / (RUN_JSON + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1, default=str))
+    os.replace(tmp, run_dir / RUN_JSON)

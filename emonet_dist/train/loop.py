@@ -1,0 +1,221 @@
+"""``train_loop_per_worker``: what every Ray Train worker runs, top to bottom.
+
+    [1] config, rank, device     [2] data      [3] model and optimiser     [4] restore from a checkpoint
+    [5] the loop: one step = one round over the corpora (multi) or one batch (single)
+    [6] evaluation, best-dev bookkeeping and checkpoints        [7] final test predictions and artifacts
+
+The distributed semantics (same corpus on every rank, global loss normalisation, summed gradients, global
+BatchNorm) live in :mod:`emonet_dist.train.distributed`; the comments below mark where they apply.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data.schedule import RoundRobinSchedule
+from ..model.modes import set_mode
+from ..tracking import RunLogger, metric_key
+from .checkpoint import read_state, restore_optimizer, save_checkpoint
+from .distributed import assert_ranks_agree, bn_state_digest, global_weighted_ce, sum_gradients, use_global_batchnorm, world
+from .evaluation import predict, score
+from .lr import StageSchedule, make_schedule
+from .outputs import build_model_for_run, write_final_outputs, write_predictions
+from .streams import corpus_data, eval_stream, train_loader
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            import ray.train
+
+            return ray.train.torch.get_device()  # the GPU Ray assigned to this worker
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def step_seed(seed: int, step: int, pos: int, rank: int) -> int:
+    """Dropout and SpecAugment draw from a generator reseeded at every batch, so a resumed run makes the same
+    draws as an uninterrupted one without saving RNG state (and ranks draw differently)."""
+    return int(np.random.SeedSequence([seed, step, pos, rank]).generate_state(1)[0])
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+
+    # [1] config, rank, device ---------------------------------------------------------------------------------
+    cfg = Config.from_dict(config["cfg"])
+    run = config["run"]
+    rank, size = world()
+    device = resolve_device(cfg.train.device)
+    torch.set_num_threads(cfg.train.threads or max(1, int(cfg.ray.cpus_per_worker)))
+    run_dir = Path(run["dir"])
+    log = RunLogger(run.get("tracking_uri"), run.get("mlflow_run_id"), run_dir / "metrics.jsonl") if rank == 0 else None
+
+    # [2] data: label maps and class weights from index.json; one endless loader per corpus ------------------
+    datas = {d.name: d for d in (corpus_data(cfg.data.shards, spec, cfg.data.seed) for spec in cfg.data.corpora)}
+    names = list(datas)
+    if cfg.train.schedule == "single" and len(names) != 1:
+        raise ValueError(f"train.schedule=single trains one corpus; data.corpora lists {len(names)}")
+
+    # [3] model and optimiser ----------------------------------------------------------------------------------
+    model = build_model_for_run(cfg, datas).to(device)
+    groups = set_mode(model, cfg.train.mode, names)  # sets requires_grad; the groups list what trains
+    if size > 1:
+        use_global_batchnorm(model)  # BN statistics over the union batch of all ranks
+    finetune = cfg.train.mode in ("finetune", "head")
+    opt = torch.optim.SGD(groups, lr=cfg.optim.stage_lr(0, finetune), momentum=cfg.optim.momentum,
+                          weight_decay=cfg.optim.weight_decay)
+    trainable = [p for g in groups for p in g["params"]]
+    class_w = {n: d.class_weights().to(device) if cfg.optim.class_weighted else None for n, d in datas.items()}
+
+    # [4] restore: model, optimiser, schedule, best scores and data positions ------------------------------------
+    sched = make_schedule(cfg.train, cfg.optim)
+    state = {"step": 0, "positions": {}, "best": {}, "plateau": None}
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            from ..model.weights import load_state_into
+
+            load_state_into(model, Path(d) / "model")
+            restore_optimizer(d, model, opt)
+            state = read_state(d)
+        if state["plateau"]:
+            sched.__dict__.update(state["plateau"])
+        if log:
+            print(f"[train] resumed at step {state['step']} from {ckpt.path}", flush=True)
+    loaders = {n: train_loader(datas[n], cfg.data, rank, size, state["positions"].get(n)) for n in names}
+    rounds = RoundRobinSchedule(names, seed=cfg.data.seed, shuffle=cfg.train.shuffle_rounds)
+    multi = isinstance(sched, StageSchedule)
+    total = sched.total_rounds if multi else None
+    step = state["step"]
+    t_start, seen = time.time(), 0
+
+    def stage_now() -> int:
+        return sched.stage(step) if multi else sched.stage
+
+    def set_lr() -> float:
+        lr = cfg.optim.stage_lr(stage_now(), finetune)
+        for g in opt.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        return lr
+
+    def evaluate_dev() -> dict[str, float]:
+        """Dev UAR/WA of every corpus; on a new best, test predictions and the model are kept for that corpus."""
+        out = {}
+        for n in names:
+            pred = predict(model, eval_stream(datas[n], "dev", cfg.data, rank, size), n, device)
+            s = score(pred, len(datas[n].classes))
+            out[metric_key("dev_uar", n)], out[metric_key("dev_wa", n)] = s["uar"], s["wa"]
+            if s["uar"] > state["best"].get(n, {}).get("dev_uar", -1.0):
+                test = eval_stream(datas[n], "test", cfg.data, rank, size)
+                entry = {"dev_uar": s["uar"], "step": step}
+                if test is not None:
+                    tp = predict(model, test, n, device)
+                    entry["test_uar"] = score(tp, len(datas[n].classes))["uar"]
+                    if rank == 0:
+                        write_predictions(run_dir / "predictions" / "best" / f"{metric_key(n)}.csv", tp, n,
+                                          datas[n].classes)
+                if rank == 0:
+                    save_best(n)
+                state["best"][n] = entry
+        return out
+
+    def save_best(n: str) -> None:
+        from ..model.weights import save_weights
+
+        save_weights(model, run_dir / "best" / metric_key(n) / "model")
+
+    def checkpoint(metrics: dict) -> None:
+        """Full state; rank 0 writes it and every rank reports (Ray needs all ranks to report)."""
+        assert_ranks_agree(bn_state_digest(model), "BatchNorm running statistics")
+        state.update(step=step, positions={n: loaders[n].state() for n in names},
+                     plateau=None if multi else sched.state())
+        if rank == 0:
+            tmp = Path(tempfile.mkdtemp(prefix="emonet-ckpt-"))
+            save_checkpoint(tmp, model, opt, {**state, "config": cfg.to_dict()})
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)))
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            ray.train.report(metrics)
+
+    # [5] the loop ---------------------------------------------------------------------------------------------
+    model.train()
+    lr = set_lr()
+    done = multi and step >= total
+    while not done:
+        order = rounds.round(step) if multi else names
+        losses = {}
+        for pos, n in enumerate(order):  # every rank trains the same corpus here (shared seeded schedule)
+            batch = next(loaders[n])
+            torch.manual_seed(step_seed(cfg.seed, step, pos, rank))
+            waves, lengths = batch["waves"].to(device), batch["lengths"].to(device)
+            targets = batch["targets"].to(device)
+            logits = model(waves, lengths, n, labels=targets)
+            loss = global_weighted_ce(logits, targets, class_w[n])  # this rank's share of the union-batch loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            sum_gradients(trainable)  # the union gradient is the sum of the ranks' shares
+            opt.step()
+            losses[n] = loss.detach()
+            seen += len(batch["ids"])
+        step += 1
+        epoch_end = not multi and loaders[names[0]].batch == loaders[names[0]].stream.batches_per_epoch()
+        if step % cfg.train.log_every == 0 or epoch_end:
+            vals = torch.stack(list(losses.values()))
+            if size > 1:
+                torch.distributed.all_reduce(vals)  # shares -> global losses (one small collective)
+            if log:
+                log.log_metrics({**{metric_key("loss", n): float(v) for n, v in zip(losses, vals)}, "lr": lr,
+                                 "utt_per_s": seen * size / max(time.time() - t_start, 1e-9)}, step)
+
+        # [6] evaluation, LR stages, checkpoints ----------------------------------------------------------------
+        metrics = {}
+        if multi:
+            done = step >= total
+            if step % cfg.train.eval_every == 0 or done:
+                metrics = evaluate_dev()
+            lr = set_lr()
+        elif epoch_end:
+            metrics = evaluate_dev()
+            event = sched.end_epoch(metrics[metric_key("dev_uar", names[0])])
+            done = sched.done
+            lr = set_lr()
+            if log and event in ("drop", "stop"):
+                print(f"[train] epoch {sched.epochs}: {event} (best dev UAR {sched.best:.4f})", flush=True)
+        if metrics and log:
+            log.log_metrics(metrics, step)
+            print(f"[train] step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), flush=True)
+        periodic = (step % cfg.train.checkpoint_every == 0) if multi else \
+            (epoch_end and sched.epochs % cfg.train.checkpoint_every == 0)
+        if periodic and not done:
+            checkpoint({"step": step, **metrics})
+
+    # [7] final: test predictions of the last model, bundles, artifacts ------------------------------------------
+    final = {"step": step}
+    for n in names:
+        test = eval_stream(datas[n], "test", cfg.data, rank, size)
+        if test is None:
+            continue
+        tp = predict(model, test, n, device)
+        final[metric_key("test_uar_final", n)] = score(tp, len(datas[n].classes))["uar"]
+        if "test_uar" in state["best"].get(n, {}):
+            final[metric_key("test_uar_best", n)] = state["best"][n]["test_uar"]
+            final[metric_key("dev_uar_best", n)] = state["best"][n]["dev_uar"]
+        if rank == 0:
+            write_predictions(run_dir / "predictions" / "final" / f"{metric_key(n)}.csv", tp, n, datas[n].classes)
+    for loader in loaders.values():
+        loader.close()
+    if log:
+        write_final_outputs(model, datas, run_dir, log)
+        log.log_metrics(final, step)
+        final["tracking_ok"] = 0.0 if log.error else 1.0
+        if log.error:
+            (run_dir / "tracking_error.txt").write_text(log.error + "\n")
+    checkpoint(final)

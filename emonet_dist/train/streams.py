@@ -1,0 +1,104 @@
+"""What each rank reads: label maps, class weights and the train/dev/test streams of every corpus.
+
+Everything comes from the shard index (``index.json``), so a worker never needs the driver's disk: the shard
+root may be a local directory, a shared file system or a URL.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import CorpusConfig, DataConfig
+from ..corpora import av
+from ..data.loader import CorpusLoader
+from ..data.plan import class_balanced_mask
+from ..data.shards import load_index
+from ..data.stream import CorpusStream, ShardList, shard_list
+from ..errors import EmonetError
+
+
+@dataclass
+class CorpusData:
+    """One training domain (a corpus, or a corpus mapped to arousal/valence) as seen by one rank."""
+
+    spec: CorpusConfig
+    classes: tuple[str, ...]
+    """Class names in logit order."""
+    targets: dict[str, int]
+    """Value of ``field`` in a sample's metadata -> class index."""
+    field: str
+    kind: str
+    """``emotion`` or ``speaker`` (the model's head type)."""
+    shards: dict[str, ShardList]
+    """``train``/``dev``/``test`` -> shards."""
+    include: dict[str, np.ndarray | None]
+    """Per split, the class-balanced subset for arousal/valence tasks (None: everything)."""
+    class_counts: list[int]
+    """Training samples per class (after subsampling)."""
+
+    @property
+    def name(self) -> str:
+        return self.spec.domain
+
+    def class_weights(self) -> torch.Tensor:
+        """N / (C * n_c) per class (sklearn's "balanced"); classes without samples get weight 0."""
+        counts = np.asarray(self.class_counts, dtype=np.float64)
+        w = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+        return torch.tensor(w, dtype=torch.float32)
+
+
+def corpus_data(root: str, spec: CorpusConfig, seed: int) -> CorpusData:
+    index = load_index(root, spec.name)
+    shards = {split: shard_list(root, spec.name, getattr(spec, split), index)
+              for split in ("train", "dev", "test") if getattr(spec, split)}
+    if "train" not in shards:
+        raise EmonetError(f"corpus '{spec.name}' has no training partitions (data.corpora[...].train is empty)")
+    if spec.task == "emotion":
+        classes, field, kind = tuple(index["classes"]), "label", "emotion"
+        targets = {c: i for i, c in enumerate(classes)}
+    elif spec.task == "speaker":
+        classes, field, kind = tuple(index["speakers"]), "speaker", "speaker"
+        targets = {c: i for i, c in enumerate(classes)}
+    else:  # arousal / valence through the paper's Table 2
+        classes, field, kind = av.CLASSES[spec.task], "label", "emotion"
+        targets = {lab: classes.index(av.map_label(lab, spec.task)) for lab in index["classes"]}
+    include: dict[str, np.ndarray | None] = {}
+    for split, sl in shards.items():
+        if spec.task in ("arousal", "valence"):
+            # the paper balances the mapped classes in every partition of every corpus separately
+            mapped = [targets[lab] for lab in sl.labels]
+            include[split] = class_balanced_mask(mapped, seed=seed)
+        else:
+            include[split] = None
+    counts = Counter()
+    if field == "label":
+        keep = include["train"]
+        for i, lab in enumerate(shards["train"].labels):
+            if keep is None or keep[i]:
+                counts[targets[lab]] += 1
+    class_counts = [counts.get(i, 0) for i in range(len(classes))] if field == "label" else [1] * len(classes)
+    return CorpusData(spec, classes, targets, field, kind, shards, include, class_counts)
+
+
+def train_loader(cd: CorpusData, data: DataConfig, rank: int, world: int, position: dict | None = None
+                 ) -> CorpusLoader:
+    """Endless, resumable training batches of one corpus for this rank."""
+    pos = position or {"epoch": 0, "batch": 0}
+    stream = CorpusStream(cd.shards["train"], cd.targets, field=cd.field, train=True, batch_size=data.batch_size,
+                          max_seconds=data.max_seconds, epoch_mode=data.epoch_mode, window=data.shuffle_window,
+                          seed=data.seed, rank=rank, world=world, include=cd.include["train"],
+                          start_epoch=pos["epoch"], start_batch=pos["batch"])
+    return CorpusLoader(stream, num_workers=data.num_workers)
+
+
+def eval_stream(cd: CorpusData, split: str, data: DataConfig, rank: int, world: int) -> CorpusStream | None:
+    """One ordered pass over ``split`` of this corpus for this rank (None when the split is not configured)."""
+    if split not in cd.shards:
+        return None
+    return CorpusStream(cd.shards[split], cd.targets, field=cd.field, train=False, batch_size=data.batch_size,
+                        eval_max_seconds=data.eval_max_seconds, seed=data.seed, rank=rank, world=world,
+                        include=cd.include[split])
