@@ -23,6 +23,7 @@ precomputed log-mels, channels_last, as the reference point.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -46,7 +47,7 @@ class PlainBlock(nn.Module):
 
     def forward(self, x):
         h = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
-        s = F.avg_pool2d(x, 2) if self.stride == 2 else x
+        s = F.avg_pool2d(x, 2, ceil_mode=True) if self.stride == 2 else x
         if self.extra:
             s = F.pad(s, (0, 0, 0, 0, 0, self.extra))
         return F.relu(h + s)
@@ -93,7 +94,7 @@ def make_step(variant: str, cfg: ModelConfig, batch: int, seconds: float) -> Cal
         forward = lambda: model(mels)  # noqa: E731
     else:
         overrides = {"emonet-nchw": dict(channels_last=False), "emonet-unfused": dict(fuse_adapters=False)}
-        vcfg = ModelConfig(**{**_fields(cfg), **overrides.get(variant, {})})
+        vcfg = dataclasses.replace(cfg, **overrides.get(variant, {}))
         model = build_model(vcfg, {"corpus": 4})
         fwd = torch.compile(model) if variant == "emonet-compiled" else model
         forward = lambda: fwd(waves, lengths, "corpus")  # noqa: E731
@@ -106,10 +107,6 @@ def make_step(variant: str, cfg: ModelConfig, batch: int, seconds: float) -> Cal
         opt.step()
 
     return step
-
-
-def _fields(cfg: ModelConfig) -> dict:
-    return {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
 
 
 def count_flops(step: Callable[[], None]) -> int:
@@ -133,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = load_config(None, args.overrides).model
     if args.smoke_test:
-        cfg = ModelConfig(**{**_fields(cfg), "stem_width": 4, "base_width": 8})
+        cfg = dataclasses.replace(cfg, stem_width=4, base_width=8)
         args.batch, args.seconds, args.repeats, args.matmul = 4, 0.5, 2, 256
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch} x {args.seconds} s; "

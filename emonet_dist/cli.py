@@ -127,6 +127,31 @@ def cmd_shard(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .train.launch import run_training
+
+    if not args.config and not args.resume:
+        raise EmonetError("emonet train needs a CONFIG.yaml (see jobs/) or --resume RUN")
+    cfg = load_config(args.config, list(args.overrides) + ([f"ray.address={args.address}"] if args.address else []))
+    result = run_training(cfg, resume=args.resume)
+    print(f"run {result.name} finished: {result.dir}")
+    for k, v in sorted(result.metrics.items()):
+        if isinstance(v, float):
+            print(f"  {k:40s} {v:.4f}")
+    if result.mlflow_run_id:
+        print(f"  mlflow run {result.mlflow_run_id} at {result.tracking_uri}")
+    return 0
+
+
+def cmd_model_summary(args) -> int:
+    from .model.summary import summarize
+
+    cfg = _cfg(args, {})
+    text, _ = summarize(cfg.model, corpora=args.corpora, num_classes=args.classes, seconds=args.seconds)
+    print(text)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -199,6 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--force", action="store_true", help="rewrite these corpora's shards from scratch")
     _common(shard)
     shard.set_defaults(func=cmd_shard)
+
+    model = sub.add_parser("model", help="inspect the model")
+    msub = model.add_subparsers(dest="model_command", required=True, parser_class=_Parser)
+    summ = msub.add_parser("summary", help="shared vs per-corpus parameters, FLOPs per second of audio, shapes")
+    summ.add_argument("--corpora", type=int, default=1, help="number of corpora in the model (default 1)")
+    summ.add_argument("--classes", type=int, default=4, help="classes per corpus (default 4)")
+    summ.add_argument("--seconds", type=float, default=3.0, help="input length for the shape trace (default 3 s)")
+    _common(summ)
+    summ.set_defaults(func=cmd_model_summary)
+
+    train = sub.add_parser("train", help="train on Ray (multi-corpus round-robin or single corpus)")
+    train.add_argument("config", nargs="?", metavar="CONFIG.yaml")
+    train.add_argument("--resume", metavar="RUN", help="continue a stopped run (its directory or name)")
+    train.add_argument("--address", help="join a running Ray cluster (default: start Ray locally)")
+    train.epilog = "Any number of KEY=VALUE config overrides may follow, e.g. optim.lr=0.01 ray.num_workers=4."
+    train.set_defaults(func=cmd_train)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the built-in synthetic corpora")
     demo.add_argument("--out", default="demo", help="output directory (default: ./demo)")
