@@ -160,6 +160,11 @@ class LogMelFrontend(nn.Module):
         """
         if waves.dim() != 2 or lengths.shape != waves.shape[:1]:
             raise ValueError(f"expected waves (B, S) and lengths (B,), got {tuple(waves.shape)} and {tuple(lengths.shape)}")
+        if waves.shape[0] == 0:
+            # An empty batch still runs the whole network (a rank with no samples of a corpus must join the
+            # global BatchNorm collectives); the STFT's reflect padding cannot take a batch of 0.
+            empty = waves.new_zeros(0, 1, self.cfg.n_mels, self.num_frames(waves.shape[1]))
+            return empty, lengths.new_zeros(0)
         # The STFT and the log are computed in fp32 even under autocast: fp16 power spectra underflow the floor.
         with torch.autocast(device_type=waves.device.type, enabled=False):
             mel = self.melspec(waves.float())  # (B, F, T)

@@ -3,7 +3,7 @@
 No pickle anywhere, so a checkpoint from an untrusted place cannot run code when loaded. A checkpoint
 directory holds::
 
-    model.safetensors + model.json     weights, model config, corpora and label maps (emonet_dist.model.weights)
+    model/model.safetensors + .json    weights, model config, corpora and label maps (emonet_dist.model.weights)
     optim.safetensors                  SGD momentum buffers, keyed by parameter name
     state.json                         round/epoch, LR schedule, best dev scores, data positions, config
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..model.weights import load_weights, save_weights
+from ..model.weights import load_model as _load_model
+from ..model.weights import save_model
 
 STATE = "state.json"
 
@@ -26,7 +27,7 @@ def save_checkpoint(path: str | Path, model, optimizer: torch.optim.Optimizer, s
     """Write a checkpoint directory (files written to temp names, then renamed)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_weights(model, path / "model")
+    save_model(model, path / "model")
     names = {id(p): n for n, p in model.named_parameters()}
     buffers = {}
     for group in optimizer.param_groups:
@@ -49,7 +50,14 @@ def read_state(path: str | Path) -> dict:
 
 def load_model(path: str | Path, device: torch.device | str = "cpu"):
     """The model saved in a checkpoint directory, on ``device``."""
-    return load_weights(Path(path) / "model", device=device)
+    return _load_model(Path(path) / "model", device=device)
+
+
+def restore_model(path: str | Path, model) -> None:
+    """Load a checkpoint's weights into the (already built) model of a resumed run, strictly."""
+    tensors = load_file(str(Path(path) / "model" / "model.safetensors"))
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=True)
 
 
 def restore_optimizer(path: str | Path, model, optimizer: torch.optim.Optimizer) -> None:

@@ -21,8 +21,9 @@ import torch
 from ..config import Config
 from ..data.schedule import RoundRobinSchedule
 from ..model.modes import set_mode
+from ..model.weights import save_model
 from ..tracking import RunLogger, metric_key
-from .checkpoint import read_state, restore_optimizer, save_checkpoint
+from .checkpoint import read_state, restore_model, restore_optimizer, save_checkpoint
 from .distributed import assert_ranks_agree, bn_state_digest, global_weighted_ce, sum_gradients, use_global_batchnorm, world
 from .evaluation import predict, score
 from .lr import StageSchedule, make_schedule
@@ -46,6 +47,22 @@ def step_seed(seed: int, step: int, pos: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, pos, rank]).generate_state(1)[0])
 
 
+def train_step(model, opt, trainable: list, batch: dict, corpus: str, class_weights, device) -> torch.Tensor:
+    """One SGD update on one corpus's batch; every rank calls it with the same corpus at the same time.
+
+    Returns this rank's share of the union batch's loss (summed over ranks it is the loss).
+    """
+    waves, lengths = batch["waves"].to(device), batch["lengths"].to(device)
+    targets = batch["targets"].to(device)
+    logits = model(waves, lengths, corpus, labels=targets)
+    loss = global_weighted_ce(logits, targets, class_weights)  # normalised by the union batch's weight
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    sum_gradients(trainable)  # the union gradient is the sum of the ranks' shares, whoever computed them
+    opt.step()
+    return loss.detach()
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
 
@@ -66,7 +83,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     # [3] model and optimiser ----------------------------------------------------------------------------------
     model = build_model_for_run(cfg, datas).to(device)
-    groups = set_mode(model, cfg.train.mode, names)  # sets requires_grad; the groups list what trains
+    # requires_grad and the optimiser's groups; transfer modes train the one new corpus, scratch/finetune all
+    groups = set_mode(model, cfg.train.mode, None if cfg.train.mode in ("scratch", "finetune") else names[0])
     if size > 1:
         use_global_batchnorm(model)  # BN statistics over the union batch of all ranks
     finetune = cfg.train.mode in ("finetune", "head")
@@ -81,9 +99,7 @@ def train_loop_per_worker(config: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            from ..model.weights import load_state_into
-
-            load_state_into(model, Path(d) / "model")
+            restore_model(d, model)
             restore_optimizer(d, model, opt)
             state = read_state(d)
         if state["plateau"]:
@@ -103,7 +119,7 @@ def train_loop_per_worker(config: dict) -> None:
     def set_lr() -> float:
         lr = cfg.optim.stage_lr(stage_now(), finetune)
         for g in opt.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
+            g["lr"] = lr
         return lr
 
     def evaluate_dev() -> dict[str, float]:
@@ -128,9 +144,7 @@ def train_loop_per_worker(config: dict) -> None:
         return out
 
     def save_best(n: str) -> None:
-        from ..model.weights import save_weights
-
-        save_weights(model, run_dir / "best" / metric_key(n) / "model")
+        save_model(model, run_dir / "best" / metric_key(n))
 
     def checkpoint(metrics: dict) -> None:
         """Full state; rank 0 writes it and every rank reports (Ray needs all ranks to report)."""
@@ -155,15 +169,7 @@ def train_loop_per_worker(config: dict) -> None:
         for pos, n in enumerate(order):  # every rank trains the same corpus here (shared seeded schedule)
             batch = next(loaders[n])
             torch.manual_seed(step_seed(cfg.seed, step, pos, rank))
-            waves, lengths = batch["waves"].to(device), batch["lengths"].to(device)
-            targets = batch["targets"].to(device)
-            logits = model(waves, lengths, n, labels=targets)
-            loss = global_weighted_ce(logits, targets, class_w[n])  # this rank's share of the union-batch loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            sum_gradients(trainable)  # the union gradient is the sum of the ranks' shares
-            opt.step()
-            losses[n] = loss.detach()
+            losses[n] = train_step(model, opt, trainable, batch, n, class_w[n], device)
             seen += len(batch["ids"])
         step += 1
         epoch_end = not multi and loaders[names[0]].batch == loaders[names[0]].stream.batches_per_epoch()
