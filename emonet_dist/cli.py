@@ -143,6 +143,19 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_transfer(args) -> int:
+    from .train.launch import run_training
+    from .train.transfer import transfer_config
+
+    cfg = transfer_config(args.source, args.corpus, args.mode, list(args.overrides), task=args.task)
+    result = run_training(cfg)
+    print(f"transfer run {result.name} ({args.mode} -> {args.corpus}) finished: {result.dir}")
+    for k, v in sorted(result.metrics.items()):
+        if isinstance(v, float):
+            print(f"  {k:40s} {v:.4f}")
+    return 0
+
+
 def cmd_model_summary(args) -> int:
     from .model.summary import summarize
 
@@ -240,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="join a running Ray cluster (default: start Ray locally)")
     train.epilog = "Any number of KEY=VALUE config overrides may follow, e.g. optim.lr=0.01 ray.num_workers=4."
     train.set_defaults(func=cmd_train)
+
+    tr = sub.add_parser("transfer", help="train a new corpus on top of a pretrained run (single-corpus schedule)")
+    tr.add_argument("--from", dest="source", required=True, metavar="RUN_OR_CHECKPOINT",
+                    help="a finished run directory (or name under output_dir), or a model directory")
+    tr.add_argument("--corpus", required=True, help="corpus name in the shard directory")
+    tr.add_argument("--mode", required=True, choices=["adapters", "head", "finetune", "scratch", "zero-shared"])
+    tr.add_argument("--task", default="emotion", choices=["emotion", "arousal", "valence", "speaker"])
+    tr.epilog = "Any number of KEY=VALUE overrides may follow, e.g. train.patience=10 data.shards=/data/shards."
+    tr.set_defaults(func=cmd_transfer)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the built-in synthetic corpora")
     demo.add_argument("--out", default="demo", help="output directory (default: ./demo)")

@@ -37,19 +37,72 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def _all_reduce_sum(t: Tensor) -> Tensor:
-    """Differentiable sum over ranks (the backward pass sums the gradients over ranks too)."""
-    from torch.distributed.nn.functional import all_reduce
+class _GlobalBN(torch.autograd.Function):
+    """BatchNorm over the union batch of all ranks, with one collective in forward and one in backward.
 
-    return all_reduce(t)
+    Forward: per-rank (count, mean, M2) are gathered and combined exactly (Chan et al.), then the fused
+    ``batch_norm`` kernel normalises with the global statistics. Backward: the per-channel sums
+    ``sum(dy)`` and ``sum(dy * (x - mean))`` come from the fused BN backward kernel and are all-reduced; the
+    input gradient is then the union batch's (SyncBatchNorm's formula). Parameter gradients stay local: the
+    training loop sums every gradient over ranks afterwards.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, track):
+        dims = [0] + list(range(2, x.dim()))
+        c = x.shape[1]
+        n = x.numel() // max(c, 1)
+        if n > 0:
+            var_l, mean_l = torch.var_mean(x, dims, correction=0)
+        else:
+            var_l = mean_l = x.new_zeros(c)
+        _, size = world()
+        local = torch.cat([x.new_full((1,), float(n)), mean_l, var_l * n])
+        parts = [torch.empty_like(local) for _ in range(size)]
+        dist.all_gather(parts, local)
+        table = torch.stack(parts)  # (world, 1 + 2C): count, mean, M2
+        counts, means, m2 = table[:, :1], table[:, 1:1 + c], table[:, 1 + c:]
+        total = counts.sum()
+        mean = (counts * means).sum(0) / total
+        var = (m2.sum(0) + (counts * (means - mean) ** 2).sum(0)) / total
+        invstd = torch.rsqrt(var + eps)
+        y = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, False)
+        if track:
+            running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+            running_var.mul_(1 - momentum).add_(var * (total / (total - 1)).clamp(min=0), alpha=momentum)
+        ctx.save_for_backward(x, weight, mean, invstd, total)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mean, invstd, total = ctx.saved_tensors
+        c = x.shape[1]
+        dy = dy.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) \
+            and x.dim() == 4 else dy.contiguous()
+        if x.numel():
+            # fused kernel: grad_weight = sum(dy * (x - mean) * invstd), grad_bias = sum(dy), local sums
+            _, gw, gb = torch.ops.aten.native_batch_norm_backward(
+                dy, x, weight, None, None, mean, invstd, True, 0.0, [False, True, True])
+        else:
+            gw = gb = x.new_zeros(c)
+        sums = torch.cat([gb, gw / invstd])  # sum(dy), sum(dy * (x - mean)), this rank
+        dist.all_reduce(sums)
+        sum_dy, sum_dy_xmu = sums[:c] / total, sums[c:] / total
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        w = weight if weight is not None else torch.ones_like(mean)
+        a = (w * invstd).view(shape)
+        b = (-w * invstd ** 3 * sum_dy_xmu).view(shape)
+        cst = -a * sum_dy.view(shape) - b * mean.view(shape)
+        dx = torch.addcmul(cst, x, b).addcmul_(dy, a)
+        return dx, (gw if weight is not None else None), (gb if weight is not None else None), \
+            None, None, None, None, None
 
 
 class GlobalBatchNorm(nn.BatchNorm2d):
     """BatchNorm over the union of all ranks' batches (SyncBatchNorm semantics, on any device and backend).
 
-    torch's SyncBatchNorm only runs on GPUs; this one is written with differentiable all-reduces, so it runs
-    with gloo on CPU and NCCL on GPU. Works for ``(B, C)`` and ``(B, C, ...)`` inputs. In eval mode, or with a
-    world size of 1, it is exactly ``nn.BatchNorm``.
+    torch's SyncBatchNorm only runs on GPUs; this one runs with gloo on CPU and NCCL on GPU. Works for
+    ``(B, C)`` and ``(B, C, ...)`` inputs. In eval mode, or with a world size of 1, it is exactly ``nn.BatchNorm``.
     """
 
     def _check_input_dim(self, x: Tensor) -> None:
@@ -60,24 +113,11 @@ class GlobalBatchNorm(nn.BatchNorm2d):
         _, size = world()
         if not self.training or size == 1:
             return super().forward(x)
-        dims = [0] + list(range(2, x.dim()))
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        count = torch.full((1,), x.numel() / max(x.shape[1], 1), dtype=x.dtype, device=x.device)
-        stats = _all_reduce_sum(torch.cat([x.sum(dims), count]))
-        n = stats[-1]
-        mean = stats[:-1] / n
-        xc = x - mean.view(shape)
-        var = _all_reduce_sum((xc * xc).sum(dims)) / n  # two-pass: exact and stable in fp32
-        y = xc * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)).clamp(min=0), alpha=m)
-        return y
+        track = self.track_running_stats
+        if track:
+            self.num_batches_tracked.add_(1)
+        m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        return _GlobalBN.apply(x, self.weight, self.bias, self.running_mean, self.running_var, m, self.eps, track)
 
 
 def use_global_batchnorm(model: nn.Module) -> nn.Module:

@@ -69,6 +69,23 @@ def init_ray(cfg: Config) -> None:
                  _node_ip_address="127.0.0.1", num_cpus=max(os.cpu_count() or 1, 1))
 
 
+def absolute_paths(cfg: Config) -> Config:
+    """Local relative paths resolved against the driver's working directory: Ray workers run elsewhere."""
+    import re
+
+    def fix(path: str) -> str:
+        if not path or re.match(r"^([a-z][a-z0-9+.-]*://|pipe:)", path) or "{path}" in path:
+            return path
+        return str(Path(path).expanduser().resolve())
+
+    overrides = [f"output_dir={fix(cfg.output_dir)}", f"data.shards={fix(cfg.data.shards)}"]
+    if cfg.train.init_from:
+        overrides.append(f"train.init_from={fix(cfg.train.init_from)}")
+    if cfg.ray.storage_path:
+        overrides.append(f"ray.storage_path={fix(cfg.ray.storage_path)}")
+    return cfg.override(*overrides)
+
+
 def run_training(cfg: Config, resume: str | None = None, run_name: str | None = None,
                  extra_tags: dict | None = None, parent_run_id: str | None = None) -> RunResult:
     """Run (or resume) one training run to the end and return its outcome."""
@@ -84,6 +101,7 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         name, mlflow_run_id, uri = info["name"], info.get("mlflow_run_id"), info.get("tracking_uri")
         print(f"[train] resuming run {name} ({run_dir})", flush=True)
     else:
+        cfg = absolute_paths(cfg)
         if not cfg.data.corpora:
             raise EmonetError("data.corpora is empty: list the corpora to train on (see jobs/ for examples)")
         name = run_name or new_run_name(cfg)

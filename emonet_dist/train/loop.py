@@ -10,6 +10,7 @@ BatchNorm) live in :mod:`emonet_dist.train.distributed`; the comments below mark
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -73,6 +74,8 @@ def train_loop_per_worker(config: dict) -> None:
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads or max(1, int(cfg.ray.cpus_per_worker)))
     run_dir = Path(run["dir"])
+    (run_dir / "workers").mkdir(parents=True, exist_ok=True)
+    (run_dir / "workers" / f"rank{rank}.pid").write_text(f"{os.getpid()}\n")  # which process is which rank
     log = RunLogger(run.get("tracking_uri"), run.get("mlflow_run_id"), run_dir / "metrics.jsonl") if rank == 0 else None
 
     # [2] data: label maps and class weights from index.json; one endless loader per corpus ------------------
