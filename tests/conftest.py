@@ -49,3 +49,39 @@ def tiny_shards(tiny_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_shards")
     shard_corpus(tiny_corpus, out, ShardConfig(samples_per_shard=5, jobs=1))
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_set(tmp_path_factory):
+    """The default built-in synthetic corpora, built once per session: ``(dir, reports, build seconds)``."""
+    import time
+
+    from emonet_dist.corpora.synth import build_synthetic
+
+    out = tmp_path_factory.mktemp("synth")
+    t0 = time.monotonic()
+    reports = build_synthetic(out, seed=0)
+    return out, reports, time.monotonic() - t0
+
+
+@pytest.fixture(scope="session")
+def synth_shards(synth_set, tmp_path_factory) -> Path:
+    """The synthetic corpora as WebDataset shards (64 utterances per shard)."""
+    out_dir, reports, _ = synth_set
+    shards = tmp_path_factory.mktemp("synth_shards")
+    for name in reports:
+        shard_corpus(out_dir / name, shards, ShardConfig(samples_per_shard=64))
+    return shards
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the session's end-to-end tests (started like `emonet train` starts it)."""
+    import ray
+
+    from emonet_dist.config import Config
+    from emonet_dist.train.launch import init_ray
+
+    init_ray(Config())
+    yield
+    ray.shutdown()

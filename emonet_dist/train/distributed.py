@@ -172,6 +172,16 @@ def sum_gradients(params: list[nn.Parameter]) -> None:
         offset += n
 
 
+def broadcast_state(model: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every rank (start-up and after a restore)."""
+    _, size = world()
+    if size == 1:
+        return
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src)
+
+
 def bn_state_digest(model: nn.Module) -> str:
     """A hash of every BatchNorm buffer, to check that ranks agree before a checkpoint or an evaluation."""
     h = hashlib.sha256()

@@ -25,7 +25,8 @@ from ..model.modes import set_mode
 from ..model.weights import save_model
 from ..tracking import RunLogger, metric_key
 from .checkpoint import read_state, restore_model, restore_optimizer, save_checkpoint
-from .distributed import assert_ranks_agree, bn_state_digest, global_weighted_ce, sum_gradients, use_global_batchnorm, world
+from .distributed import (assert_ranks_agree, bn_state_digest, broadcast_state, global_weighted_ce, sum_gradients,
+                          use_global_batchnorm, world)
 from .evaluation import predict, score
 from .lr import StageSchedule, make_schedule
 from .outputs import build_model_for_run, write_final_outputs, write_predictions
@@ -85,6 +86,7 @@ def train_loop_per_worker(config: dict) -> None:
         raise ValueError(f"train.schedule=single trains one corpus; data.corpora lists {len(names)}")
 
     # [3] model and optimiser ----------------------------------------------------------------------------------
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (and in every run with this seed)
     model = build_model_for_run(cfg, datas).to(device)
     # requires_grad and the optimiser's groups; transfer modes train the one new corpus, scratch/finetune all
     groups = set_mode(model, cfg.train.mode, None if cfg.train.mode in ("scratch", "finetune") else names[0])
@@ -109,6 +111,7 @@ def train_loop_per_worker(config: dict) -> None:
             sched.__dict__.update(state["plateau"])
         if log:
             print(f"[train] resumed at step {state['step']} from {ckpt.path}", flush=True)
+    broadcast_state(model)  # like DDP at start-up: every rank continues from rank 0's exact tensors
     loaders = {n: train_loader(datas[n], cfg.data, rank, size, state["positions"].get(n)) for n in names}
     rounds = RoundRobinSchedule(names, seed=cfg.data.seed, shuffle=cfg.train.shuffle_rounds)
     multi = isinstance(sched, StageSchedule)
