@@ -115,3 +115,73 @@ def test_resume_continues_at_the_step_where_it_stopped(reference, synth_shards, 
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "FINISHED" and info["metrics"]["step"] == 12
     assert _scores(info["metrics"]) == _scores(ref.metrics)
+
+
+def test_adapter_transfer_leaves_shared_weights_bit_identical(reference, tmp_path):
+    from emonet_dist.train.transfer import transfer_config
+
+    ref, out = reference
+    cfg = transfer_config(str(ref.dir), "synth_target", "adapters",
+                          ["train.patience=1", "train.max_epochs=2", f"output_dir={tmp_path}"])
+    result = run_training(cfg)
+    before, after = _tensors(ref.dir), _tensors(result.dir)
+    new = [k for k in after if k not in before]
+    assert new and all("synth_target" in k for k in new)  # only the new corpus was added
+    for k, v in before.items():  # shared weights and the pretrained corpora: bit-identical
+        assert bool((after[k] == v).all()), k
+    assert json.loads((result.dir / "backbone" / "backbone.json").read_text())["backbone_sha256"] == \
+        json.loads((ref.dir / "backbone" / "backbone.json").read_text())["backbone_sha256"]
+
+
+FRESH = r"""
+import json, sys
+import numpy as np
+from emonet_dist.bundles import load_bundle
+from emonet_dist.data.stream import CorpusStream, shard_list
+from emonet_dist.evaluate.metrics import scores
+from emonet_dist.train.evaluation import predict
+art, shards, corpus, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+model, name, meta = load_bundle(f"{art}/bundles/{corpus}", f"{art}/backbone")
+targets = {c: i for i, c in enumerate(meta["classes"])}
+stream = CorpusStream(shard_list(shards, corpus, ["test"]), targets, train=False, batch_size=batch)
+pred = predict(model, stream, name, "cpu")
+print(json.dumps({"uar": scores(pred["targets"], pred["probs"].argmax(1), len(targets))["uar"],
+                  "ids": pred["ids"], "probs": pred["probs"].tolist()}))
+"""
+
+
+def test_mlflow_holds_the_run_and_a_bundle_reproduces_its_test_uar(reference, synth_shards, tmp_path):
+    import csv
+
+    import mlflow
+
+    ref, _ = reference
+    client = mlflow.MlflowClient(ref.tracking_uri)
+    run = client.get_run(ref.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == ref.name
+    params, tags = run.data.params, run.data.tags
+    assert params["model.base_width"] == "8" and params["data.corpora.1.name"] == "synth4"
+    assert params["optim.lr"] == "0.1" and len(params) > 60  # the whole flattened config
+    assert tags["world_size"] == "2" and len(tags["git_sha"]) >= 7 and tags["version.torch"].startswith("2.9")
+    assert len(client.get_metric_history(run.info.run_id, "loss/synth2")) == 12  # every step
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "dev_uar/synth4")] == [4, 8, 12]
+    assert len(client.get_metric_history(run.info.run_id, "lr")) == 12
+    dst = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=ref.tracking_uri,
+                                                   dst_path=str(tmp_path / "art")))
+    for rel in ("config.yaml", "backbone/backbone.safetensors", "backbone/backbone.json",
+                "bundles/synth2/corpus.safetensors", "bundles/synth2/bundle.json", "bundles/synth4/corpus.json",
+                "predictions/final/synth2.csv", "predictions/best/synth4.csv"):
+        assert (dst / rel).is_file(), rel
+    bundle = json.loads((dst / "bundles/synth4/bundle.json").read_text())
+    assert bundle["classes"] == ["angry", "excited", "neutral", "sad"] and sum(bundle["class_counts"]) > 0
+    # a fresh process loads backbone + bundle from the downloaded artifacts and reproduces the logged test UAR
+    res = subprocess.run([sys.executable, "-c", FRESH, str(dst), str(synth_shards), "synth4", "8"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["uar"] == run.data.metrics["test_uar_final/synth4"]
+    with open(dst / "predictions/final/synth4.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == got["ids"]
+    for r, p in zip(rows, got["probs"]):
+        assert max(abs(float(r[f"prob_{c}"]) - q) for c, q in zip(bundle["classes"], p)) < 1e-6
