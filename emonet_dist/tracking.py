@@ -144,6 +144,8 @@ class RunLogger:
         self._call("metrics", lambda: self._client.log_batch(self.run_id, metrics=ms))
 
     def log_artifact(self, local: str | Path, artifact_path: str | None = None) -> None:
+        if not self.online:
+            return
         local = Path(local)
         fn = self._client.log_artifacts if local.is_dir() else self._client.log_artifact
         self._call(f"artifact {local.name}", lambda: fn(self.run_id, str(local), artifact_path))

@@ -1,0 +1,99 @@
+"""Ray Train overhead and scaling: training throughput (utterances/s) measured side by side in one run.
+
+Three measurements on the same model, data and per-worker threads (1):
+
+* plain  — the loop's own ``train_step`` in this process, no Ray, no process group;
+* ray x1 — ``emonet train`` with 1 Ray Train worker;
+* ray x2 — the same with 2 workers (each with its own batch: twice the data per step, weak scaling).
+
+Throughput counts training steps only (not evaluation or checkpointing) after two warm-up rounds, the same way
+on every side (``train_utt_per_s`` in the run's metrics). Targets (issue 4): ray x1 / plain >= 0.95 and
+ray x2 / ray x1 >= 1.8.
+
+    python bench/bench_ray_train.py [--rounds 16] [--base-width 32] [--shards DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from emonet_dist.config import Config, ShardConfig
+from emonet_dist.corpora.synth import build_synthetic
+from emonet_dist.data.shards import shard_corpus
+from emonet_dist.model.modes import set_mode
+from emonet_dist.train.launch import run_training
+from emonet_dist.train.loop import step_seed, train_step
+from emonet_dist.train.outputs import build_model_for_run
+from emonet_dist.train.streams import corpus_data, train_loader
+
+CORPORA = ("synth7", "synth5")
+
+
+def make_cfg(shards: Path, out: Path, rounds: int, base_width: int, workers: int) -> Config:
+    return Config().override(
+        f"output_dir={out}", f"data.shards={shards}", "name=bench",
+        f"data.corpora=[{', '.join('{name: %s}' % c for c in CORPORA)}]", "data.batch_size=16",
+        "data.max_seconds=3.0", "data.num_workers=0", f"model.base_width={base_width}",
+        f"model.stem_width={max(base_width // 2, 4)}", "optim.stages=1", f"train.steps_per_stage={rounds}",
+        f"train.eval_every={rounds}", f"train.checkpoint_every={rounds}", f"train.log_every={rounds}",
+        "train.threads=1", f"ray.num_workers={workers}", "ray.cpus_per_worker=1", "tracking.enabled=false")
+
+
+def plain_loop(cfg: Config) -> float:
+    """The same steps without Ray: utterances/s over the training steps after two warm-up rounds."""
+    torch.set_num_threads(1)
+    datas = {d.name: d for d in (corpus_data(cfg.data.shards, s, cfg.data.seed) for s in cfg.data.corpora)}
+    torch.manual_seed(cfg.seed)
+    model = build_model_for_run(cfg, datas)
+    groups = set_mode(model, "scratch", None)
+    opt = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+    trainable = [p for g in groups for p in g["params"]]
+    loaders = {n: train_loader(d, cfg.data, 0, 1) for n, d in datas.items()}
+    weights = {n: d.class_weights() for n, d in datas.items()}
+    model.train()
+    busy, seen = 0.0, 0
+    for step in range(cfg.train.steps_per_stage):
+        t0, n_utts = time.perf_counter(), 0
+        for pos, n in enumerate(datas):
+            batch = next(loaders[n])
+            torch.manual_seed(step_seed(cfg.seed, step, pos, 0))
+            train_step(model, opt, trainable, batch, n, weights[n], "cpu")
+            n_utts += len(batch["ids"])
+        if step >= 2:
+            busy, seen = busy + time.perf_counter() - t0, seen + n_utts
+    return seen / busy
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=16)
+    ap.add_argument("--base-width", type=int, default=32)
+    ap.add_argument("--shards", help="existing shard directory holding synth7 and synth5 (default: build them)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        shards = Path(args.shards) if args.shards else tmp / "shards"
+        if not args.shards:
+            build_synthetic(tmp / "corpora", names=list(CORPORA))
+            for c in CORPORA:
+                shard_corpus(tmp / "corpora" / c, shards, ShardConfig(samples_per_shard=64))
+        res = {}
+        res["plain"] = plain_loop(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, 1))
+        for workers in (1, 2):
+            r = run_training(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, workers))
+            res[f"ray x{workers}"] = r.metrics["train_utt_per_s"]
+    print(f"\nmodel base width {args.base_width}, batch 16 x <=3 s per worker, {args.rounds} rounds over "
+          f"{', '.join(CORPORA)}, 1 thread per worker")
+    for k, v in res.items():
+        print(f"  {k:8s} {v:8.2f} utt/s")
+    print(f"  Ray overhead: ray x1 / plain = {res['ray x1'] / res['plain']:.3f} (target >= 0.95)")
+    print(f"  scaling:      ray x2 / ray x1 = {res['ray x2'] / res['ray x1']:.3f} (target >= 1.8)")
+
+
+if __name__ == "__main__":
+    main()
