@@ -156,6 +156,70 @@ def cmd_transfer(args) -> int:
     return 0
 
 
+def cmd_bundle_export(args) -> int:
+    from .bundles import export_bundle
+    from .train.launch import find_run
+
+    run_dir = find_run(args.run, args.output_dir)
+    out = export_bundle(run_dir, args.corpus, args.out, args.checkpoint)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    print(f"exported bundle of {args.corpus} ({args.checkpoint}) to {out} ({size:.2f} MB)")
+    return 0
+
+
+def cmd_bundle_register(args) -> int:
+    import json as _json
+
+    from .bundles import read_bundle_meta, register_bundle
+
+    meta = read_bundle_meta(args.bundle)
+    uri = args.tracking_uri or meta.get("tracking_uri")
+    if not uri:
+        raise EmonetError("no tracking URI: pass --tracking-uri (the bundle does not record one)")
+    version = register_bundle(args.bundle, args.name, uri, args.run_id)
+    print(_json.dumps({"name": args.name, "version": version, "uri": f"models:/{args.name}/{version}",
+                       "tracking_uri": uri}))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import csv as _csv
+    import os
+
+    from .bundles import fetch_bundle, load_bundle
+    from .predict import expand_inputs, predict_files
+
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    bundle = fetch_bundle(args.bundle)
+    model, corpus, meta = load_bundle(bundle, args.backbone, device=args.device)
+    files, failed = expand_inputs(args.inputs)
+    results, unreadable = predict_files(model, corpus, meta, files, args.chunk_seconds, args.device)
+    failed += unreadable
+    if args.format == "json":
+        print(json.dumps(results, indent=1))
+    elif args.format == "csv":
+        w = _csv.writer(sys.stdout)
+        av_cols = [k for k in ("arousal", "valence") if results and k in results[0]]
+        w.writerow(["file", "label", "confidence", *[f"prob_{c}" for c in meta["classes"]], *av_cols])
+        for r in results:
+            w.writerow([r["file"], r["label"], f"{r['confidence']:.4f}", *[f"{r['probs'][c]:.6f}" for c in meta["classes"]],
+                        *[r[k] for k in av_cols]])
+    else:
+        width = max([len(r["file"]) for r in results] + [4])
+        extra = [k for k in ("arousal", "valence") if results and k in results[0]]
+        print(f"{'file':{width}s}  {'label':12s} confidence" + "".join(f"  {k:9s}" for k in extra))
+        for r in results:
+            print(f"{r['file']:{width}s}  {r['label']:12s} {r['confidence']:10.3f}" +
+                  "".join(f"  {r[k]:9s}" for k in extra))
+    for path, reason in failed:
+        print(f"error: {path}: {reason}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} file(s) could not be read; {len(results)} predicted", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_model_summary(args) -> int:
     from .model.summary import summarize
 
@@ -262,6 +326,32 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--task", default="emotion", choices=["emotion", "arousal", "valence", "speaker"])
     tr.epilog = "Any number of KEY=VALUE overrides may follow, e.g. train.patience=10 data.shards=/data/shards."
     tr.set_defaults(func=cmd_transfer)
+
+    bundle = sub.add_parser("bundle", help="adapter bundles: export from a run, register in MLflow")
+    bsub = bundle.add_subparsers(dest="bundle_command", required=True, parser_class=_Parser)
+    bex = bsub.add_parser("export", help="write one corpus's bundle (adapters, BNs, head + backbone pointer)")
+    bex.add_argument("--run", required=True, help="run directory or name")
+    bex.add_argument("--corpus", required=True)
+    bex.add_argument("--out", required=True, metavar="DIR")
+    bex.add_argument("--checkpoint", choices=["best", "final"], default="final")
+    bex.add_argument("--output-dir", default="runs", help="where run names are looked up (default: runs)")
+    bex.set_defaults(func=cmd_bundle_export)
+    breg = bsub.add_parser("register", help="register a bundle as a new version of an MLflow model")
+    breg.add_argument("bundle", metavar="BUNDLE_DIR")
+    breg.add_argument("--name", required=True, help="registered model name")
+    breg.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the bundle's run used)")
+    breg.add_argument("--run-id", help="MLflow run to attach the files to (default: the bundle's training run)")
+    breg.set_defaults(func=cmd_bundle_register)
+
+    pred = sub.add_parser("predict", help="label audio files with an adapter bundle")
+    pred.add_argument("--bundle", required=True, help="bundle directory, runs:/RUN_ID/PATH or models:/NAME/VERSION")
+    pred.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    pred.add_argument("--backbone", help="backbone directory (default: found from the bundle)")
+    pred.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    pred.add_argument("--chunk-seconds", type=float, default=10.0, help="long files are cut into chunks (default 10)")
+    pred.add_argument("--device", default="cpu")
+    pred.add_argument("--tracking-uri", help="MLflow tracking URI for runs:/ and models:/ references")
+    pred.set_defaults(func=cmd_predict)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the built-in synthetic corpora")
     demo.add_argument("--out", default="demo", help="output directory (default: ./demo)")

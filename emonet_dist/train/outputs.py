@@ -4,8 +4,7 @@ bundle per corpus (all logged to MLflow by rank 0).
 Run directory layout (and MLflow artifact paths)::
 
     backbone/       backbone.safetensors + backbone.json   shared weights + model config + their sha256
-    bundles/<c>/    corpus.safetensors + corpus.json       adapters, BNs, (pooling), head of corpus c
-                    bundle.json                            task, label map, class counts, frontend, backbone hash
+    bundles/<c>/    an adapter bundle (emonet_dist.bundles): corpus tensors, label map, backbone hash and pointer
     predictions/{best,final}/<c>.csv                       id, corpus, label, prediction, prob_<class>...
     final/          model.safetensors + model.json         the whole model at the end
     best/<c>/       model.safetensors + model.json         the whole model at corpus c's best dev UAR
@@ -14,17 +13,14 @@ Run directory layout (and MLflow artifact paths)::
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
-
-import torch
 
 from .. import typed
 from ..config import Config
 from ..errors import EmonetError
 from ..model.build import EmoNet, build_model
-from ..model.weights import backbone_hash, load_model, save_corpus, save_model
+from ..model.weights import load_model, save_model
 from ..tracking import RunLogger, metric_key
 
 
@@ -73,53 +69,19 @@ def write_predictions(path: Path, pred: dict, corpus: str, classes: tuple[str, .
     os.replace(tmp, path)
 
 
-def save_backbone(model: EmoNet, directory: Path) -> str:
-    """The shared weights (every state entry that belongs to no corpus) with the model config; returns the hash."""
-    from safetensors.torch import save_file
-
-    owned = {k for name in model.corpora for k in _corpus_state_keys(model, name)}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in owned}
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(directory / "backbone.safetensors"))
-    sha = backbone_hash(model)
-    (directory / "backbone.json").write_text(json.dumps({"format": "emonet-backbone", "version": 1,
-                                                         "config": typed.to_dict(model.cfg), "backbone_sha256": sha},
-                                                        indent=2))
-    return sha
-
-
-def _corpus_state_keys(model: EmoNet, name: str) -> set[str]:
-    return {f"{path}.{k}" for path, mod in model.corpus_modules(name).items() for k in mod.state_dict()}
-
-
 def write_final_outputs(model: EmoNet, datas: dict, run_dir: Path, log: RunLogger) -> None:
     """Rank 0, after training: the final model, backbone, per-corpus bundles, and their MLflow upload."""
+    from ..bundles import save_backbone, write_bundle
+
     model = model.to("cpu") if next(model.parameters()).device.type != "cpu" else model
     save_model(model, run_dir / "final")
     sha = save_backbone(model, run_dir / "backbone")
     for name, d in datas.items():
-        out = run_dir / "bundles" / metric_key(name)
-        save_corpus(model, name, out)
-        (out / "bundle.json").write_text(json.dumps({
-            "corpus": name, "task": d.spec.task, "classes": list(d.classes), "class_counts": d.class_counts,
-            "frontend": typed.to_dict(model.cfg.frontend), "backbone_sha256": sha}, indent=2))
+        write_bundle(model, name, run_dir / "bundles" / metric_key(name), {
+            "task": d.spec.task, "classes": list(d.classes), "class_counts": d.class_counts,
+            "checkpoint": "final", "run": run_dir.name, "backbone_sha256": sha,
+            "backbone_path": str((run_dir / "backbone").resolve()),
+            "backbone_uri": f"runs:/{log.run_id}/backbone" if log.run_id else None, "tracking_uri": log.uri})
     for sub in ("backbone", "bundles", "predictions", "final"):
         if (run_dir / sub).exists():
             log.log_artifact(run_dir / sub, sub)
-
-
-@torch.no_grad()
-def load_backbone(directory: Path, device: str = "cpu") -> EmoNet:
-    """A corpus-less model holding a saved backbone (bundles are loaded onto it)."""
-    from safetensors.torch import load_file
-
-    meta = json.loads((directory / "backbone.json").read_text())
-    from ..config import ModelConfig
-
-    model = EmoNet(typed.from_dict(ModelConfig, meta["config"]))
-    missing, unexpected = model.load_state_dict(load_file(str(directory / "backbone.safetensors")), strict=False)
-    if unexpected or missing:
-        raise EmonetError(f"{directory}: backbone weights do not match its config")
-    if backbone_hash(model) != meta["backbone_sha256"]:
-        raise EmonetError(f"{directory}: backbone weights do not match their recorded sha256 (tampered or corrupt)")
-    return model.to(device)

@@ -185,3 +185,35 @@ def test_mlflow_holds_the_run_and_a_bundle_reproduces_its_test_uar(reference, sy
     assert [r["id"] for r in rows] == got["ids"]
     for r, p in zip(rows, got["probs"]):
         assert max(abs(float(r[f"prob_{c}"]) - q) for c, q in zip(bundle["classes"], p)) < 1e-6
+
+
+def test_bundle_export_register_predict_reproduces_logged_probabilities(reference, synth_set, tmp_path, capsys):
+    import csv
+
+    from emonet_dist.cli import main
+
+    ref, _ = reference
+    corpora_dir, _, _ = synth_set
+    out = tmp_path / "bundle"
+    assert main(["bundle", "export", "--run", str(ref.dir), "--corpus", "synth2", "--out", str(out)]) == 0
+    assert main(["bundle", "export", "--run", str(ref.dir), "--corpus", "synth2", "--out", str(tmp_path / "best"),
+                 "--checkpoint", "best"]) == 0
+    capsys.readouterr()
+    assert main(["bundle", "register", str(out), "--name", "emonet-synth2"]) == 0
+    reg = json.loads(capsys.readouterr().out)
+    assert reg["uri"] == "models:/emonet-synth2/1"
+    import mlflow
+
+    version = mlflow.MlflowClient(ref.tracking_uri).get_model_version("emonet-synth2", "1")
+    assert version.tags["corpus"] == "synth2" and version.tags["labels"] == "angry,neutral"
+    with open(ref.dir / "predictions" / "final" / "synth2.csv") as f:
+        logged = {r["id"]: r for r in csv.DictReader(f)}
+    files = [corpora_dir / "raw" / (uid + ".flac") for uid in list(logged)[:12]]
+    assert main(["predict", "--bundle", reg["uri"], "--tracking-uri", ref.tracking_uri, "--format", "json",
+                 *map(str, files)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert len(got) == len(files)
+    for uid, row in zip(list(logged)[:12], got):
+        assert row["label"] == logged[uid]["prediction"]
+        for c, p in row["probs"].items():  # same model, batch of one instead of a padded batch
+            assert abs(p - float(logged[uid][f"prob_{c}"])) < 1e-5
