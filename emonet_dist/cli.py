@@ -156,6 +156,38 @@ def cmd_transfer(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .tuning import load_space, print_table, run_sweep
+
+    if args.resume:
+        summary = run_sweep(load_config(None), {}, resume=args.resume)
+    else:
+        if not args.config or not args.space:
+            raise EmonetError("emonet tune needs CONFIG.yaml and --space SPACE.yaml (or --resume SWEEP_DIR)")
+        flags = {"tune.num_samples": args.num_samples, "tune.scheduler": args.scheduler, "tune.search": args.search,
+                 "tune.max_concurrent": args.max_concurrent, "tune.objective": args.objective}
+        cfg = _cfg(args, flags)
+        summary = run_sweep(cfg, load_space(args.space))
+    print_table(summary)
+    print(f"sweep directory: {summary['sweep_dir']} (results.csv, objective.png, best_config.yaml)")
+    return 0
+
+
+def cmd_baseline_egemaps(args) -> int:
+    from .baselines.egemaps import EgemapsConfig, run_egemaps_baseline
+
+    cfg = _cfg(args, {"output_dir": args.out})
+    bcfg = EgemapsConfig(jobs=args.jobs or 0, cache_dir=args.cache_dir or "")
+    result = run_egemaps_baseline(args.corpus_dirs, cfg, bcfg, run_name=args.name)
+    print(f"run {result.name} finished: {result.dir}")
+    for k, v in sorted(result.metrics.items()):
+        if k.startswith(("test_uar_final/", "dev_uar_best/", "chosen_c/")):
+            print(f"  {k:40s} {v:.4g}")
+    if result.mlflow_run_id:
+        print(f"  mlflow run {result.mlflow_run_id} at {result.tracking_uri}")
+    return 0
+
+
 def cmd_bundle_export(args) -> int:
     from .bundles import export_bundle
     from .train.launch import find_run
@@ -220,6 +252,70 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    import time
+
+    from .evaluate.report import build_report, log_report_run
+    from .evaluate.report_format import format_table
+
+    labels = dict(x.split("=", 1) for x in args.label if "=" in x)
+    out = Path(args.out or Path(args.output_dir) / "reports" / f"report-{time.strftime('%Y%m%d-%H%M%S')}")
+    report = build_report(args.baseline, args.candidate, out, alpha=args.alpha, checkpoint=args.checkpoint,
+                          labels=labels, output_dir=args.output_dir, tracking_uri=args.tracking_uri)
+    print(format_table(report))
+    print(f"wrote {out}/ (report.md, report.html, report.json, report.csv, uar_delta.png)")
+    uri = args.tracking_uri or report["baseline"].get("tracking_uri")
+    if uri and not args.no_track:
+        print(f"MLflow report run {log_report_run(report, uri, args.experiment, out)} at {uri}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate.confusion import evaluate, format_scores
+    from .evaluate.run_eval import evaluate_run
+
+    if bool(args.run) == bool(args.predictions):
+        raise EmonetError("emonet evaluate needs either --run RUN (scores the model on its shards) or "
+                          "--predictions CSV_OR_RUN (scores existing prediction CSVs)")
+    if args.run:
+        out = args.out
+        scores = evaluate_run(args.run, args.split, args.checkpoint, out, args.output_dir, args.device)
+    else:
+        if not args.out:
+            raise EmonetError("--predictions needs --out DIR")
+        out = args.out
+        scores = evaluate(args.predictions, out, args.checkpoint, args.output_dir, args.tracking_uri)
+    print(format_scores(scores))
+    print(f"wrote {out or 'the run directory (eval/<split>-<checkpoint>/)'}: scores.json, scores.csv, "
+          "<corpus>.confusion.csv and .png")
+    return 0
+
+
+def cmd_track_sync(args) -> int:
+    from . import tracking
+    from .train.launch import find_run
+
+    run_dir = find_run(args.run, args.output_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    uri = args.tracking_uri or info.get("tracking_uri")
+    if not uri or not info.get("mlflow_run_id"):
+        raise EmonetError(f"run {run_dir.name} has no MLflow run to sync into (tracking was off)")
+    try:
+        n = tracking.replay_journal(uri, info["mlflow_run_id"], run_dir / tracking.JOURNAL)
+        for sub in ("backbone", "bundles", "predictions", "final"):
+            if (run_dir / sub).exists():
+                tracking.client(uri).log_artifacts(info["mlflow_run_id"], str(run_dir / sub), sub)
+        tracking.finish_run(uri, info["mlflow_run_id"], info.get("status") == "FINISHED")
+    except EmonetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the store is still unreachable
+        raise EmonetError(f"MLflow at {uri} is still unreachable ({' '.join(str(exc).split())[:200]}); "
+                          "nothing was lost, try again later") from None
+    (run_dir / "tracking_error.txt").unlink(missing_ok=True)
+    print(f"replayed {n} metric entries and the artifacts of {run_dir.name} into MLflow run {info['mlflow_run_id']}")
+    return 0
+
+
 def cmd_model_summary(args) -> int:
     from .model.summary import summarize
 
@@ -232,7 +328,7 @@ def cmd_model_summary(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out), _cfg(args, {}))
+    run_demo(Path(args.out), list(args.overrides))
     return 0
 
 
@@ -327,6 +423,29 @@ def build_parser() -> argparse.ArgumentParser:
     tr.epilog = "Any number of KEY=VALUE overrides may follow, e.g. train.patience=10 data.shards=/data/shards."
     tr.set_defaults(func=cmd_transfer)
 
+    tune = sub.add_parser("tune", help="Ray Tune sweep over config keys (learning rate, lambda, ...)")
+    tune.add_argument("config", nargs="?", metavar="CONFIG.yaml")
+    tune.add_argument("--space", metavar="SPACE.yaml", help="dotted config keys -> distributions (jobs/spaces/)")
+    tune.add_argument("--num-samples", type=int)
+    tune.add_argument("--scheduler", choices=["asha", "none"])
+    tune.add_argument("--search", choices=["random", "optuna"])
+    tune.add_argument("--max-concurrent", type=int)
+    tune.add_argument("--objective", help="'mean' (mean dev UAR) or a corpus name")
+    tune.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep")
+    tune.epilog = "Any number of KEY=VALUE config overrides may follow."
+    tune.set_defaults(func=cmd_tune)
+
+    base = sub.add_parser("baseline", help="non-neural reference systems, recorded as runs `emonet report` reads")
+    basesub = base.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
+    bego = basesub.add_parser("egemaps", help="eGeMAPS functionals + linear SVM per corpus (C chosen on dev)")
+    bego.add_argument("corpus_dirs", nargs="+", metavar="CORPUS_DIR", help="prepared corpus directories")
+    bego.add_argument("--out", metavar="DIR", help="output_dir: runs, mlflow.db and the feature cache (default: runs)")
+    bego.add_argument("--name", help="run name (default: egemaps-svm-<date>-<time>-<hex>)")
+    bego.add_argument("--jobs", type=int, help="feature extraction processes (0: all cores)")
+    bego.add_argument("--cache-dir", help="eGeMAPS feature cache (default: OUT/cache/egemaps)")
+    _common(bego)
+    bego.set_defaults(func=cmd_baseline_egemaps)
+
     bundle = sub.add_parser("bundle", help="adapter bundles: export from a run, register in MLflow")
     bsub = bundle.add_subparsers(dest="bundle_command", required=True, parser_class=_Parser)
     bex = bsub.add_parser("export", help="write one corpus's bundle (adapters, BNs, head + backbone pointer)")
@@ -353,9 +472,42 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--tracking-uri", help="MLflow tracking URI for runs:/ and models:/ references")
     pred.set_defaults(func=cmd_predict)
 
+    rep = sub.add_parser("report", help="significance report: baseline vs candidate runs (paper Table 4, McNemar)")
+    rep.add_argument("--baseline", required=True, metavar="RUN", help="run directory, run name or MLflow run id")
+    rep.add_argument("--candidate", required=True, action="append", metavar="RUN", help="repeat for more runs")
+    rep.add_argument("--alpha", type=float, default=0.05, help="significance level of the +/- marks (default 0.05)")
+    rep.add_argument("--checkpoint", choices=["best", "final"], default="best", help="which predictions to compare")
+    rep.add_argument("--out", metavar="DIR", help="report directory (default: OUTPUT_DIR/reports/report-<time>)")
+    rep.add_argument("--label", action="append", default=[], metavar="RUN=NAME", help="column name for a run")
+    rep.add_argument("--output-dir", default="runs", help="where run names are looked up (default: runs)")
+    rep.add_argument("--tracking-uri", help="MLflow URI for run ids and the report run (default: the baseline's)")
+    rep.add_argument("--experiment", default="emonet-reports", help="MLflow experiment of the report run")
+    rep.add_argument("--no-track", action="store_true", help="write the files only; no MLflow report run")
+    rep.set_defaults(func=cmd_report)
+
+    ev = sub.add_parser("evaluate", help="UAR, WA, per-class recall and confusion matrices of a run")
+    ev.add_argument("--run", help="run directory or name: score its model on --split from its shards")
+    ev.add_argument("--predictions", metavar="CSV_OR_RUN",
+                    help="or score existing prediction CSVs (a CSV, a run, or an MLflow run id)")
+    ev.add_argument("--split", choices=["dev", "test"], default="test")
+    ev.add_argument("--out", metavar="DIR", help="output directory (default for --run: <run>/eval/<split>-<checkpoint>)")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--checkpoint", choices=["best", "final"], default="final")
+    ev.add_argument("--output-dir", default="runs", help="where run names are looked up (default: runs)")
+    ev.add_argument("--tracking-uri", help="MLflow tracking URI for run ids")
+    ev.set_defaults(func=cmd_evaluate)
+
+    track = sub.add_parser("track", help="MLflow housekeeping")
+    tsub = track.add_subparsers(dest="track_command", required=True, parser_class=_Parser)
+    sync = tsub.add_parser("sync", help="replay a run's metric journal and artifacts after an MLflow outage")
+    sync.add_argument("run", metavar="RUN", help="run directory or name")
+    sync.add_argument("--tracking-uri", help="default: the URI the run was started with")
+    sync.add_argument("--output-dir", default="runs")
+    sync.set_defaults(func=cmd_track_sync)
+
     demo = sub.add_parser("demo", help="run the whole pipeline on the built-in synthetic corpora")
     demo.add_argument("--out", default="demo", help="output directory (default: ./demo)")
-    _common(demo)
+    demo.epilog = "KEY=VALUE overrides of jobs/demo.yaml may follow (they also apply to the transfer runs)."
     demo.set_defaults(func=cmd_demo)
 
     cfg = sub.add_parser("config", help="show the resolved config")
@@ -366,12 +518,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_override(arg: str) -> bool:
+    """``section.key=value`` or ``top_level_key=value`` for a key of the config tree (not a path or a label)."""
+    import dataclasses
+    import re
+
+    m = re.match(r"^([a-z_][a-z0-9_]*)(\.[A-Za-z0-9_]+)*=", arg)
+    return bool(m) and m.group(1) in {f.name for f in dataclasses.fields(Config)}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # KEY=VALUE overrides may sit anywhere after the subcommand; argparse cannot interleave them with
     # positionals, so they are taken out first.
-    overrides = [a for a in argv if "=" in a and not a.startswith("-") and "." in a.split("=", 1)[0]]
+    overrides = [a for a in argv if _is_override(a)]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
     try:

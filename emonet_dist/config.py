@@ -342,6 +342,31 @@ class TrackingConfig:
     enabled: bool = True
 
 
+@dataclass(frozen=True)
+class TuneConfig:
+    """Ray Tune sweeps (``emonet tune``): each trial is one training run with a sampled config."""
+
+    num_samples: int = 6
+    scheduler: Literal["asha", "none"] = "asha"
+    search: Literal["random", "optuna"] = "random"
+    max_concurrent: int = 2
+    objective: str = "mean"
+    """``mean``: mean dev UAR over the run's corpora; otherwise the name of one corpus (its dev UAR)."""
+    grace_period: int = 10
+    """Schedule steps (rounds, or batches in single-corpus runs) before ASHA may stop a trial."""
+    reduction_factor: int = 2
+    max_failures: int = 1
+    """Retries of a failed trial before it is recorded as failed (it never aborts the sweep)."""
+    driver_cpus: float = 0.01
+    """CPU reserved for each trial's driver; the workers take ray.num_workers x ray.cpus_per_worker."""
+
+    def __post_init__(self) -> None:
+        _check(self.num_samples >= 1 and self.max_concurrent >= 1, "num_samples and max_concurrent must be >= 1")
+        _check(self.grace_period >= 1 and self.reduction_factor >= 2, "grace_period >= 1, reduction_factor >= 2")
+        _check(self.max_failures >= 0 and self.driver_cpus > 0, "max_failures >= 0 and driver_cpus > 0")
+        _check(bool(self.objective), "tune.objective must be 'mean' or a corpus name")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # the tree
 # --------------------------------------------------------------------------------------------------------------
@@ -358,6 +383,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Config":

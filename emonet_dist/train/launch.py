@@ -22,7 +22,9 @@ from .. import tracking
 
 RUN_JSON = "run.json"
 # Ray Train V2 polls workers every 2 s by default, which makes every ray.train.report block that long.
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+           # Starting a worker imports torch; on a busy small machine that can take more than the default 60 s.
+           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
 
 
 @dataclass
@@ -64,8 +66,10 @@ def init_ray(cfg: Config) -> None:
         ray.init(address=cfg.ray.address, runtime_env=env, log_to_driver=True)
     else:
         # Local Ray binds to loopback; gloo must too (the host name may resolve to 127.0.1.1 or a dead interface).
+        # The dashboard (also on loopback) serves the state API that Ray Train's placement-group cleaner needs;
+        # without it the workers' resources leak when a Tune trial ends.
         env["env_vars"]["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
-        ray.init(runtime_env=env, include_dashboard=False, log_to_driver=True,
+        ray.init(runtime_env=env, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
                  _node_ip_address="127.0.0.1", num_cpus=max(os.cpu_count() or 1, 1))
 
 
@@ -87,8 +91,17 @@ def absolute_paths(cfg: Config) -> Config:
 
 
 def run_training(cfg: Config, resume: str | None = None, run_name: str | None = None,
-                 extra_tags: dict | None = None, parent_run_id: str | None = None) -> RunResult:
-    """Run (or resume) one training run to the end and return its outcome."""
+                 extra_tags: dict | None = None, parent_run_id: str | None = None,
+                 callbacks: list | None = None) -> RunResult:
+    """Run (or resume) one training run to the end and return its outcome.
+
+    A ``run_name`` whose directory already holds a run resumes it (Tune retries a failed trial this way).
+    ``callbacks`` go to Ray Train's RunConfig (a sweep passes Tune's report callback).
+    """
+    if run_name and not resume:
+        existing = Path(absolute_paths(cfg).output_dir) / run_name
+        if (existing / RUN_JSON).is_file():
+            resume = str(existing)
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -125,7 +138,8 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         torch_config=TorchConfig(backend=backend),
         run_config=ray.train.RunConfig(name=name, storage_path=str(storage_path(cfg)),
                                        failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       callbacks=callbacks or []),
     )
     try:
         result = trainer.fit()

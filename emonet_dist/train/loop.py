@@ -120,6 +120,7 @@ def train_loop_per_worker(config: dict) -> None:
     # Training throughput counts the training steps only (not evaluation or checkpoints), from the third step
     # of this process on (the first ones pay for warm-up): the figure the Ray-overhead benchmark compares.
     train_time, seen, first_step = 0.0, 0, step
+    loop_start = time.time()
 
     def stage_now() -> int:
         return sched.stage(step) if multi else sched.stage
@@ -149,6 +150,8 @@ def train_loop_per_worker(config: dict) -> None:
                 if rank == 0:
                     save_best(n)
                 state["best"][n] = entry
+        # the sweep objective (Ray Tune) and a one-number summary of multi-corpus runs
+        out["dev_uar_mean"] = float(np.mean([out[metric_key("dev_uar", n)] for n in names]))
         return out
 
     def save_best(n: str) -> None:
@@ -213,9 +216,12 @@ def train_loop_per_worker(config: dict) -> None:
             (epoch_end and sched.epochs % cfg.train.checkpoint_every == 0)
         if periodic and not done:
             checkpoint({"step": step, **metrics})
+        elif metrics and not done:
+            ray.train.report({"step": step, **metrics})  # every evaluation reaches Tune's schedulers
 
     # [7] final: test predictions of the last model, bundles, artifacts ------------------------------------------
-    final = {"step": step, "train_utt_per_s": seen * size / max(train_time, 1e-9), "train_seconds": train_time}
+    final = {"step": step, "train_utt_per_s": seen * size / max(train_time, 1e-9), "train_seconds": train_time,
+             "loop_seconds": time.time() - loop_start, **metrics}
     for n in names:
         test = eval_stream(datas[n], "test", cfg.data, rank, size)
         if test is None:
