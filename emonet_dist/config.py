@@ -93,6 +93,9 @@ class CorpusConfig:
     """Partitions used for training (e.g. several folds)."""
     dev: tuple[str, ...] = ("dev",)
     test: tuple[str, ...] = ("test",)
+    epoch_mode: Literal["inherit", "exact", "resampled"] = "inherit"
+    """Per-corpus override of data.epoch_mode (e.g. a VoxCeleb-sized speaker corpus streams resampled shards
+    while the emotion corpora keep exact epochs)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "corpus name must not be empty")

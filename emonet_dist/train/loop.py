@@ -186,7 +186,8 @@ def train_loop_per_worker(config: dict) -> None:
         if step >= first_step + 2:
             train_time, seen = train_time + time.perf_counter() - t0, seen + n_utts
         step += 1
-        epoch_end = not multi and loaders[names[0]].batch == loaders[names[0]].stream.batches_per_epoch()
+        # an epoch of the single corpus ends (resampled streams count virtual epochs of the same length)
+        epoch_end = not multi and loaders[names[0]].batch % loaders[names[0]].stream.batches_per_epoch() == 0
         if step % cfg.train.log_every == 0 or epoch_end:
             vals = torch.stack(list(losses.values()))
             if size > 1:

@@ -89,7 +89,8 @@ def train_loader(cd: CorpusData, data: DataConfig, rank: int, world: int, positi
     """Endless, resumable training batches of one corpus for this rank."""
     pos = position or {"epoch": 0, "batch": 0}
     stream = CorpusStream(cd.shards["train"], cd.targets, field=cd.field, train=True, batch_size=data.batch_size,
-                          max_seconds=data.max_seconds, epoch_mode=data.epoch_mode, window=data.shuffle_window,
+                          max_seconds=data.max_seconds, window=data.shuffle_window,
+                          epoch_mode=data.epoch_mode if cd.spec.epoch_mode == "inherit" else cd.spec.epoch_mode,
                           seed=data.seed, rank=rank, world=world, include=cd.include["train"],
                           start_epoch=pos["epoch"], start_batch=pos["batch"])
     return CorpusLoader(stream, num_workers=data.num_workers)
