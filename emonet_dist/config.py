@@ -305,6 +305,11 @@ class TrainConfig:
     """What trains (see ``emonet_dist.model.modes``); transfer runs set it with ``emonet transfer --mode``."""
     init_from: str = ""
     """Pretrained run directory, run id or checkpoint to start from (transfer); empty: from scratch."""
+    bn_recalibration_batches: int = 8
+    """Before each dev evaluation, re-estimate the corpus's BatchNorm statistics from this many training batches
+    with the current weights (precise BN); 0 keeps the momentum averages. Early in training the momentum
+    averages still describe the initial weights, so dev UAR sits at chance for dozens of steps, which would
+    trigger plateau LR drops and ASHA stops for the wrong reason. Gradients are unaffected."""
     device: str = "auto"
     """``auto`` (CUDA when the worker has a GPU), ``cpu``, ``cuda``, ``cuda:1``..."""
     threads: int = 0
@@ -314,7 +319,8 @@ class TrainConfig:
         _check(self.steps_per_stage >= 1 and self.patience >= 1, "steps_per_stage and patience must be >= 1")
         _check(self.eval_every >= 1 and self.checkpoint_every >= 1 and self.log_every >= 1,
                "eval_every, checkpoint_every and log_every must be >= 1")
-        _check(self.max_epochs >= 0 and self.threads >= 0, "max_epochs and threads must be >= 0")
+        _check(self.max_epochs >= 0 and self.threads >= 0 and self.bn_recalibration_batches >= 0,
+               "max_epochs, threads and bn_recalibration_batches must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..data import plan
+from ..data.loader import eval_batches
 from ..data.schedule import RoundRobinSchedule
 from ..model.modes import set_mode
 from ..model.weights import save_model
@@ -131,10 +133,37 @@ def train_loop_per_worker(config: dict) -> None:
             g["lr"] = lr
         return lr
 
+    def recalibrate_bn(n: str) -> None:
+        """Precise BN: this corpus's BN statistics from a fixed set of training batches and the current weights.
+
+        Every rank runs the same number of batches (global BN statistics are collective)."""
+        k = cfg.train.bn_recalibration_batches
+        stream = eval_stream(datas[n], "train", cfg.data, rank, size)
+        k = min(k, *[-(-(hi - lo) // cfg.data.batch_size) for lo, hi in
+                     (plan.rank_range(stream.shards.total if stream.include is None else int(stream.include.sum()),
+                                      r, size) for r in range(size))])
+        bns = [m for m in model.corpus_batchnorms(n).values()]
+        model.train()  # BNs frozen by the mode stay in eval and keep their statistics
+        live = [m for m in bns if m.training]
+        for m in live:
+            m.reset_running_stats()
+            m.momentum, m._saved_momentum = None, m.momentum  # cumulative average over the k batches
+        with torch.no_grad():
+            for i, batch in enumerate(eval_batches(stream)):
+                if i >= k:
+                    break
+                torch.manual_seed(step_seed(cfg.seed, step, 1000 + i, rank))
+                model(batch["waves"].to(device), batch["lengths"].to(device), n)
+        for m in live:
+            m.momentum = m._saved_momentum
+            del m._saved_momentum
+
     def evaluate_dev() -> dict[str, float]:
         """Dev UAR/WA of every corpus; on a new best, test predictions and the model are kept for that corpus."""
         out = {}
         for n in names:
+            if cfg.train.bn_recalibration_batches:
+                recalibrate_bn(n)
             pred = predict(model, eval_stream(datas[n], "dev", cfg.data, rank, size), n, device)
             s = score(pred, len(datas[n].classes))
             out[metric_key("dev_uar", n)], out[metric_key("dev_wa", n)] = s["uar"], s["wa"]
@@ -238,7 +267,8 @@ def train_loop_per_worker(config: dict) -> None:
         loader.close()
     if log:
         write_final_outputs(model, datas, run_dir, log)
-        log.log_metrics(final, step)
+        # the last dev evaluation is already logged at this step; logging it again would duplicate its history
+        log.log_metrics({k: v for k, v in final.items() if k not in metrics}, step)
         final["tracking_ok"] = 0.0 if log.error else 1.0
         if log.error:
             (run_dir / "tracking_error.txt").write_text(log.error + "\n")

@@ -91,6 +91,11 @@ def test_killed_worker_restores_from_checkpoint_and_matches(reference, synth_sha
     assert _same_tensors(_tensors(ref.dir), _tensors(result.dir))
 
 
+def _checkpoints(storage):
+    """Complete checkpoint directories (Ray Train also keeps checkpoint_manager_snapshot.json next to them)."""
+    return [c for c in storage.glob("stopped-*/checkpoint_*") if (c / "state.json").is_file()]
+
+
 def test_resume_continues_at_the_step_where_it_stopped(reference, synth_shards, tmp_path):
     ref, _ = reference
     cfg = tiny_cfg(synth_shards, tmp_path, "name=stopped")
@@ -98,14 +103,13 @@ def test_resume_continues_at_the_step_where_it_stopped(reference, synth_shards, 
     cmd = [sys.executable, "-m", "emonet_dist.cli", "train", str(tmp_path / "cfg.yaml")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not list((tmp_path / "ray").glob("stopped-*/checkpoint_*")):
+    while time.time() < deadline and not _checkpoints(tmp_path / "ray"):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, as a lost job would
     proc.wait()
     run_dir = next(tmp_path.glob("stopped-*"))
     assert json.loads((run_dir / "run.json").read_text())["status"] == "RUNNING"
-    ckpt_steps = [json.loads((c / "state.json").read_text())["step"]
-                  for c in (tmp_path / "ray").glob("stopped-*/checkpoint_*")]
+    ckpt_steps = [json.loads((c / "state.json").read_text())["step"] for c in _checkpoints(tmp_path / "ray")]
     res = subprocess.run([sys.executable, "-m", "emonet_dist.cli", "train", "--resume", str(run_dir)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
