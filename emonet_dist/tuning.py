@@ -21,7 +21,7 @@ from typing import Any
 
 from . import tracking, typed
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, EmonetError
 
 SWEEP_JSON = "sweep.json"
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "quniform": 3, "qloguniform": 3, "randint": 2, "choice": 1,
@@ -128,6 +128,9 @@ def run_sweep(cfg: Config, space: dict, resume: str | None = None) -> dict:
 
     if resume:
         sweep_dir = Path(resume).resolve()
+        if not (sweep_dir / SWEEP_JSON).is_file():
+            raise EmonetError(f"{sweep_dir} is not a sweep directory (it has no {SWEEP_JSON}); pass the directory "
+                              f"`emonet tune` printed, <ray.storage>/<name>-sweep-<time>, not a trial's")
         info = json.loads((sweep_dir / SWEEP_JSON).read_text())
         cfg, space = Config.from_dict(info["config"]), info["space"]
     else:
@@ -146,6 +149,7 @@ def run_sweep(cfg: Config, space: dict, resume: str | None = None) -> dict:
         info = {"name": name, "config": cfg.to_dict(), "space": space, "metric": metric, "parent_run_id": parent,
                 "tracking_uri": tracking.tracking_uri(cfg) if cfg.tracking.enabled else None}
         (sweep_dir / SWEEP_JSON).write_text(json.dumps(info, indent=1))
+    print(f"[tune] sweep {info['name']}: {sweep_dir} (if interrupted: emonet tune --resume {sweep_dir})", flush=True)
     init_ray(cfg)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=cfg.to_dict(), sweep=info["name"], parent_run_id=info["parent_run_id"]),
@@ -153,7 +157,9 @@ def run_sweep(cfg: Config, space: dict, resume: str | None = None) -> dict:
     if resume:
         tuner = tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
     else:
-        total = cfg.train.steps_per_stage * cfg.optim.stages if cfg.train.schedule == "multi" else 10**9
+        # max_t beyond the last step: a trial reaching max_t is stopped at once, which would kill its driver
+        # before the training run is closed.
+        total = cfg.train.steps_per_stage * cfg.optim.stages + 1 if cfg.train.schedule == "multi" else 10**9
         scheduler = None
         if cfg.tune.scheduler == "asha":
             scheduler = tune.schedulers.ASHAScheduler(time_attr="step", max_t=total, grace_period=cfg.tune.grace_period,

@@ -65,12 +65,30 @@ def init_ray(cfg: Config) -> None:
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, runtime_env=env, log_to_driver=True)
     else:
-        # Local Ray binds to loopback; gloo must too (the host name may resolve to 127.0.1.1 or a dead interface).
-        # The dashboard (also on loopback) serves the state API that Ray Train's placement-group cleaner needs;
-        # without it the workers' resources leak when a Tune trial ends.
+        # gloo must use loopback: the host name may resolve to 127.0.1.1 or to an interface that is down.
         env["env_vars"]["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
-        ray.init(runtime_env=env, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
-                 _node_ip_address="127.0.0.1", num_cpus=max(os.cpu_count() or 1, 1))
+        # Ray Train's placement-group cleaner finds its cluster by auto-detection, which fails when another Ray
+        # instance runs on the machine (and the workers' resources then leak). Fixing the GCS port lets every
+        # actor of this job be told the address.
+        port = _free_port()
+        env["env_vars"]["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"
+        os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+        try:
+            # address="local": a new instance even when a `ray start` cluster runs on this machine (joining one
+            # is what --address / ray.address is for). The dashboard, on loopback, serves the state API that the
+            # placement-group cleaner needs.
+            ray.init(address="local", runtime_env=env, include_dashboard=True, dashboard_host="127.0.0.1",
+                     log_to_driver=True, num_cpus=max(os.cpu_count() or 1, 1))
+        finally:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def absolute_paths(cfg: Config) -> Config:
