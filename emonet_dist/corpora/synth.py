@@ -112,6 +112,37 @@ class Channel:
 
 
 @dataclass(frozen=True)
+class SpeakerSpread:
+    """How much the speakers of a corpus differ: standard deviations of the per-speaker draws."""
+
+    f0_st: float = 2.0
+    """Speaker f0 around the gender mean, semitones."""
+    vt: float = 0.035
+    """Relative vocal-tract (formant) scale."""
+    oq: float = 0.03
+    rate: float = 0.07
+    """Log tempo."""
+    f0_range: float = 0.15
+    """Log pitch range."""
+    breath: float = 0.03
+    gain_db: float = 1.0
+    """Recording level, dB, clipped at ``gain_clip_db`` (levelled recordings vary little)."""
+    gain_clip_db: float = 2.0
+    expressivity: float = 0.12
+    """Log acting intensity."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """Per-speaker recording sessions (0 everywhere: every speaker sits in the same set-up)."""
+
+    snr_db: float = 0.0
+    """Standard deviation of the speaker's noise level, dB."""
+    tilt_db: float = 0.0
+    """Standard deviation of the microphone's spectral slope above 1 kHz, dB/octave."""
+
+
+@dataclass(frozen=True)
 class CorpusSpec:
     """One synthetic corpus: who speaks which language through which channel, with which labels."""
 
@@ -125,6 +156,12 @@ class CorpusSpec:
     strength: float = 1.0
     """Scale of the emotion differences (the transfer target is subtler)."""
     description: str = ""
+    spread: SpeakerSpread = SpeakerSpread()
+    take_gain_db: float = 1.5
+    """Level change per take (the speaker moves relative to the microphone), uniform +-dB."""
+    take_strength: tuple[float, float] = (0.75, 1.2)
+    """Acted intensity per take, uniform range (multiplies ``strength``)."""
+    session: Session = Session()
 
     @property
     def utterances(self) -> int:
@@ -210,17 +247,18 @@ def make_speakers(spec: CorpusSpec, seed: int) -> list[Speaker]:
         sid = f"{'fm'[i % 2]}{i + 1:02d}"
         rng = _rng(seed, spec.name, sid, "speaker")
         female = sid[0] == "f"
+        sd = spec.spread
         out.append(Speaker(
             id=sid, gender="female" if female else "male",
-            f0_hz=round((205.0 if female else 115.0) * 2 ** (rng.normal(0, 2.0) / 12), 2),
-            vt_scale=round((1.15 if female else 1.0) * (1 + rng.normal(0, 0.035)), 4),
-            oq_offset=round(rng.normal(0.03 if female else 0.0, 0.03), 4),
-            rate=round(float(np.exp(rng.normal(0, 0.07))), 4),
-            f0_range=round(float(np.exp(rng.normal(0, 0.15))), 4),
-            breath=round(abs(rng.normal(0, 0.03)) + (0.03 if female else 0.0), 4),
+            f0_hz=round((205.0 if female else 115.0) * 2 ** (rng.normal(0, sd.f0_st) / 12), 2),
+            vt_scale=round((1.15 if female else 1.0) * (1 + rng.normal(0, sd.vt)), 4),
+            oq_offset=round(rng.normal(0.03 if female else 0.0, sd.oq), 4),
+            rate=round(float(np.exp(rng.normal(0, sd.rate))), 4),
+            f0_range=round(float(np.exp(rng.normal(0, sd.f0_range))), 4),
+            breath=round(abs(rng.normal(0, sd.breath)) + (0.03 if female else 0.0), 4),
             # recordings are levelled per speaker, so speaker level varies little next to the emotion level cue
-            gain_db=round(float(np.clip(rng.normal(0, 1.0), -2.0, 2.0)), 2),
-            expressivity=round(float(np.exp(rng.normal(0, 0.12))), 4),
+            gain_db=round(float(np.clip(rng.normal(0, sd.gain_db), -sd.gain_clip_db, sd.gain_clip_db)), 2),
+            expressivity=round(float(np.exp(rng.normal(0, sd.expressivity))), 4),
         ))
     return out
 
@@ -233,10 +271,10 @@ def synth_utterance(spec: CorpusSpec, spk: Speaker, label: str, index: int, seed
     None computes it (the builder computes it once per speaker).
     """
     rng = _rng(seed, spec.name, spk.id, label, index)
-    strength = spec.strength * spk.expressivity * rng.uniform(0.75, 1.2)  # acted intensity varies per take
+    strength = spec.strength * spk.expressivity * rng.uniform(*spec.take_strength)  # acted intensity varies per take
     pro = NEUTRAL.toward(EMOTIONS[label], strength)
     x = synthesize(LANGUAGES[spec.language], spk, pro, rng, speech_s=rng.uniform(1.2, 2.8))
-    x *= 10 ** (rng.uniform(-1.5, 1.5) / 20)  # the speaker moves relative to the microphone
+    x *= 10 ** (rng.uniform(-spec.take_gain_db, spec.take_gain_db) / 20)  # the speaker moves relative to the microphone
     room, bed = session if session is not None else recording_session(spec, spk, seed)
     return apply_channel(x, spec.channel, room, bed, rng)
 
@@ -262,7 +300,18 @@ def recording_session(spec: CorpusSpec, spk: Speaker, seed: int) -> tuple[np.nda
     m = 8 * SR
     f = sfft.rfftfreq(m, 1 / SR)
     bed = sfft.irfft(sfft.rfft(rng.standard_normal(m)) * np.maximum(f, 20.0) ** (-ch.noise_color / 2), m)
-    return room, bed / (np.sqrt(np.mean(bed**2)) + 1e-12)
+    bed = bed / (np.sqrt(np.mean(bed**2)) + 1e-12)
+    ses = spec.session
+    if ses.snr_db > 0 or ses.tilt_db > 0:  # own stream: corpora without session effects stay as they were
+        srng = _rng(seed, spec.name, spk.id, "mic")
+        bed = bed * 10 ** (srng.normal(0, ses.snr_db) / 20)
+        tilt = srng.normal(0, ses.tilt_db)
+        n = 512  # the microphone: a short linear-phase FIR with the speaker's slope above 1 kHz
+        fr = sfft.rfftfreq(n, 1 / SR)
+        mag = 10 ** (tilt * np.log2(np.maximum(fr, 1000.0) / 1000.0) / 20)
+        mic = np.roll(sfft.irfft(mag, n), n // 2) * np.hanning(n)
+        room = fftconvolve(room, mic)[n // 2:]
+    return room, bed
 
 
 def apply_channel(x: np.ndarray, ch: Channel, room: np.ndarray, bed: np.ndarray,
