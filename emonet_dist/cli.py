@@ -515,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = csub2.add_parser("show", help="print the config after --config and overrides, as YAML")
     _common(show)
     show.set_defaults(func=cmd_config_show)
+    __import__(f"{__package__}.submit", fromlist=["add_parsers"]).add_parsers(sub)  # `emonet submit`, `emonet jobs`
     return p
 
 

@@ -36,6 +36,7 @@ _MODULES = {
     "savee": "savee",
     "csv": "csvlist",
     "synth": "synth",
+    "voxceleb": "voxceleb",
 }
 
 

@@ -1,0 +1,435 @@
+"""``emonet submit`` and ``emonet jobs``: experiment specs (``jobs/submit/*.job.yaml``) run as Ray Jobs.
+
+A job spec **embeds** its config instead of pointing at a file: what ``submit`` validates is exactly what the
+cluster runs, the cluster never needs the submitter's checkout, and the spec is the whole record of the
+experiment. ``submit`` applies the command-line overrides, validates everything (config, steps, search space,
+paths), writes the resolved spec (the full config) as ``job.yaml`` into a fresh staging directory and submits
+``python -m emonet_dist.cli jobs run job.yaml`` with that directory as the runtime_env ``working_dir``. Keys::
+
+    name, description
+    config:       a config tree (partial: defaults fill the rest), as in jobs/demo.yaml
+    steps:        run in order by the job's driver; each has an id and one of
+                  {run: synth, corpora_dir, names, samples_per_shard}  build + shard the synthetic corpora
+                  {run: train, overrides}                               emonet train
+                  {run: transfer, from, corpus, mode, task, overrides}  emonet transfer (from: an earlier step)
+                  {run: tune, space, overrides}                         emonet tune (dotted keys -> distributions)
+                  {run: report, baseline, candidates, checkpoint}       McNemar report of earlier steps' runs
+    runtime_env:  Ray's (pip pins, env_vars such as MLFLOW_TRACKING_URI, py_modules, working_dir)
+    entrypoint_num_cpus: CPUs reserved for the driver (default 0: it only orchestrates)
+
+Every finished run prints a marker line (``MARKER`` + JSON) that ``submit --follow`` finds in the job's logs to
+print the MLflow links. Paths in a submitted config must be absolute (storage every node sees) or URLs: the
+job runs in a temporary directory on the cluster, and its workers may be on other machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import ConfigError, EmonetError
+
+JOB_FILE = "job.yaml"
+ENTRYPOINT = f"python -m emonet_dist.cli jobs run {JOB_FILE}"
+MARKER = "@@emonet-run "
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+STEP_KEYS = {"synth": {"corpora_dir", "names", "samples_per_shard"}, "train": {"overrides"},
+             "transfer": {"from", "corpus", "mode", "task", "overrides"}, "tune": {"space", "overrides"},
+             "report": {"baseline", "candidates", "checkpoint"}}
+SPEC_KEYS = {"name", "description", "config", "steps", "runtime_env", "entrypoint_num_cpus"}
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*://|pipe:)")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    description: str
+    config: Config
+    steps: tuple[dict, ...]
+    runtime_env: dict
+    entrypoint_num_cpus: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "config": self.config.to_dict(),
+                "steps": [dict(s) for s in self.steps], "runtime_env": self.runtime_env,
+                "entrypoint_num_cpus": self.entrypoint_num_cpus}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the spec: everything a job could trip over later is checked here, before anything is submitted
+# ---------------------------------------------------------------------------------------------------------------
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
+    from . import typed
+
+    path = Path(path)
+    data = typed.load_yaml_file(path)
+    unknown = sorted(set(data) - SPEC_KEYS)
+    if unknown or "config" not in data or "steps" not in data:
+        raise ConfigError(f"{path}: a job spec has the keys {', '.join(sorted(SPEC_KEYS))} (config and steps are "
+                          f"required){'; unknown: ' + ', '.join(unknown) if unknown else ''}")
+    cfg = Config.from_dict(data["config"] or {}).override(*overrides)
+    env = dict(data.get("runtime_env") or {})
+    check_env(env, path)
+    return JobSpec(str(data.get("name") or path.stem.removesuffix(".job")), str(data.get("description") or ""),
+                   cfg, tuple(_check_steps(data["steps"], cfg, path)), env,
+                   float(data.get("entrypoint_num_cpus") or 0.0))
+
+
+def check_env(env: dict, where: Path) -> None:
+    from .train.launch import RAY_ENV
+
+    env_vars = env.get("env_vars") or {}
+    bad = sorted(set(env_vars) & set(RAY_ENV))
+    if bad:  # the driver's ray.init sets these; Ray refuses a job env and a driver env that set the same key
+        raise ConfigError(f"{where}: runtime_env.env_vars must not set {', '.join(bad)} (emonet sets them itself)")
+    if any(not isinstance(v, str) for v in env_vars.values()):
+        raise ConfigError(f"{where}: runtime_env.env_vars values must be strings (quote numbers)")
+
+
+def _check_steps(raw, cfg: Config, where: Path) -> list[dict]:
+    from .train.transfer import MODES
+    from .tuning import parse_space
+
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: steps must be a non-empty list")
+    steps, runs = [], []  # runs: ids of the earlier steps that produce a training run
+    for i, step in enumerate(raw):
+        kind = step.get("run") if isinstance(step, dict) else None
+        if kind not in STEP_KEYS:
+            raise ConfigError(f"{where}: steps[{i}] needs run: one of {', '.join(STEP_KEYS)}")
+        sid = str(step.get("id") or f"{kind}{i}")
+        extra = sorted(set(step) - STEP_KEYS[kind] - {"run", "id"})
+        if extra or sid in {s["id"] for s in steps}:
+            raise ConfigError(f"{where}: step {sid}: {'unknown key(s) ' + ', '.join(extra) if extra else 'duplicate id'}"
+                              f" (a {kind} step takes {', '.join(sorted(STEP_KEYS[kind]))})")
+        base = cfg.override(*(step.get("overrides") or []))  # a bad override fails here, naming the key
+        if kind == "transfer":
+            step = {**step, "from": step.get("from") or (runs[-1] if runs else None)}
+            if step["from"] not in runs or step.get("mode") not in MODES or not step.get("corpus"):
+                raise ConfigError(f"{where}: step {sid}: transfer needs corpus, mode (one of {', '.join(MODES)}) and "
+                                  f"from: an earlier train/transfer step ({', '.join(runs) or 'none yet'})")
+        elif kind == "tune":
+            parse_space(step.get("space") or {}, base)
+        elif kind == "report" and any(r not in runs for r in [step.get("baseline"), *(step.get("candidates") or [None])]):
+            raise ConfigError(f"{where}: step {sid}: report needs baseline and candidates from earlier train/transfer "
+                              f"steps ({', '.join(runs)})")
+        elif kind == "synth" and _URL.match(base.data.shards):
+            raise ConfigError(f"{where}: step {sid}: synth writes shards into data.shards, which must be a directory")
+        runs += [sid] if kind in ("train", "transfer") else []
+        steps.append({**step, "id": sid})
+    return steps
+
+
+def check_shared_paths(cfg: Config) -> None:
+    """Refuse relative paths in a submitted config: they would resolve inside the job's temporary directory."""
+    paths = {"output_dir": cfg.output_dir, "data.shards": cfg.data.shards, "ray.storage_path": cfg.ray.storage_path,
+             "train.init_from": cfg.train.init_from}
+    rel = [k for k, v in paths.items() if v and not _URL.match(v) and not v.startswith("/") and "{path}" not in v]
+    if rel:
+        raise ConfigError(f"{', '.join(rel)} must be absolute paths on storage every node sees, or URLs: a job runs "
+                          f"in a temporary directory on the cluster (override them, e.g. {rel[0]}=/mnt/shared/...)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the client side: submit, follow, list, logs, stop
+# ---------------------------------------------------------------------------------------------------------------
+def job_client(address: str | None):
+    """A ``JobSubmissionClient`` for ``address`` (default: $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS if it is an http
+    URL, then 127.0.0.1:8265). With token authentication the token comes from $RAY_AUTH_TOKEN or the file
+    $RAY_AUTH_TOKEN_PATH (sent explicitly, so RAY_AUTH_MODE need not be set), else from Ray's own lookup
+    (RAY_AUTH_MODE=token and ~/.ray/auth_token)."""
+    from ray.job_submission import JobSubmissionClient
+
+    env_addr = os.environ.get("RAY_ADDRESS", "")
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or \
+        (env_addr if env_addr.startswith("http") else DEFAULT_ADDRESS)
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token and os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        try:
+            token = Path(os.environ["RAY_AUTH_TOKEN_PATH"]).expanduser().read_text().strip()
+        except OSError as exc:
+            raise EmonetError(f"cannot read RAY_AUTH_TOKEN_PATH: {exc}") from None
+    try:
+        return JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"} if token else None)
+    except Exception as exc:  # noqa: BLE001 - connection and authentication errors come in several types
+        msg = " ".join(str(exc).split())[:300]
+        hint = ("the cluster uses token authentication: set RAY_AUTH_TOKEN_PATH to its token file (cluster/local: "
+                "source STATE/env.sh), or RAY_AUTH_TOKEN" if "auth" in msg.lower() else
+                "is the cluster up? (cluster/local/start.sh prints the address; or pass --address)")
+        raise EmonetError(f"cannot use the Ray job API at {address}: {msg}; {hint}") from None
+
+
+def submit(spec_path: str, address: str | None, overrides: list[str], env: list[str], follow: bool,
+           timeout: float, no_pip: bool = False) -> int:
+    spec = load_spec(spec_path, overrides)
+    check_shared_paths(spec.config)
+    renv, base = dict(spec.runtime_env), Path(spec_path).resolve().parent
+    if no_pip:  # the cluster's Python already has the pinned packages (in a venv, Ray would clone all of it)
+        renv.pop("pip", None)
+    if any("=" not in e for e in env):
+        raise EmonetError("--env takes NAME=VALUE")
+    renv["env_vars"] = {**(renv.get("env_vars") or {}), **dict(e.split("=", 1) for e in env)}
+    check_env(renv, Path(spec_path))
+    if renv.get("py_modules"):  # local module paths are relative to the spec file
+        renv["py_modules"] = [m if _URL.match(m) else str((base / m).resolve()) for m in renv["py_modules"]]
+    if renv.get("working_dir") and _URL.match(renv["working_dir"]):
+        raise EmonetError("runtime_env.working_dir must be a local directory (emonet submit adds job.yaml to it); "
+                          "ship remote code with py_modules or pip")
+    client = job_client(address)
+    stage = Path(tempfile.mkdtemp(prefix="emonet-job-"))
+    try:
+        if renv.get("working_dir"):  # the spec's own working directory, with the resolved spec added
+            shutil.copytree((base / renv["working_dir"]).resolve(), stage, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(".git", "__pycache__", *renv.get("excludes", [])))
+        import yaml
+
+        from . import __version__
+
+        (stage / JOB_FILE).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        renv["working_dir"] = str(stage)
+        job_id = f"emonet-{re.sub(r'[^A-Za-z0-9_-]', '-', spec.name)}-{time.strftime('%Y%m%d-%H%M%S')}-" \
+                 f"{secrets.token_hex(2)}"
+        client.submit_job(entrypoint=ENTRYPOINT, submission_id=job_id, runtime_env=renv,
+                          metadata={"emonet_job": spec.name, "emonet_version": __version__,
+                                    "emonet_submission_id": job_id},
+                          **({"entrypoint_num_cpus": spec.entrypoint_num_cpus} if spec.entrypoint_num_cpus else {}))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # submit_job has uploaded the directory by now
+    print(f"submitted job {job_id} ({spec.name}: {', '.join(s['id'] for s in spec.steps)})", flush=True)
+    if not follow:
+        print(f"follow it with: emonet jobs logs {job_id} --follow")
+        return 0
+    return follow_job(client, job_id, timeout)
+
+
+def follow_job(client, job_id: str, timeout: float) -> int:
+    """Stream the logs until the job ends; print its MLflow runs; 0 when it SUCCEEDED, 1 otherwise."""
+    async def tail():
+        async for chunk in client.tail_job_logs(job_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+    try:
+        asyncio.run(asyncio.wait_for(tail(), timeout))
+    except asyncio.TimeoutError:
+        raise EmonetError(f"stopped following job {job_id} after {timeout:.0f} s; it is still "
+                          f"{client.get_job_status(job_id)}: `emonet jobs logs {job_id} --follow`") from None
+    status = wait_terminal(client, job_id, 60)
+    logs = client.get_job_logs(job_id)
+    print("\n".join(mlflow_links(logs)))
+    if status != "SUCCEEDED":
+        print(f"job {job_id} {status}: {failure(logs, client.get_job_info(job_id).message)}", file=sys.stderr)
+        return 1
+    print(f"job {job_id} SUCCEEDED")
+    return 0
+
+
+def wait_terminal(client, job_id: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while (status := str(client.get_job_status(job_id))) not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return status
+
+
+def failure(logs: str, message: str | None) -> str:
+    """Why a job failed: the driver's one-line ``error:`` (the CLI's), else Ray's status message."""
+    errors = [line for line in logs.splitlines() if line.startswith("error: ")]
+    return errors[-1][7:][:500] if errors else " ".join((message or "no message").split())[:500]
+
+
+def run_records(logs: str) -> list[dict]:
+    """The marker lines of ``jobs run`` in a job's logs, in order (wherever they sit on a line)."""
+    out = []
+    for line in logs.splitlines():
+        if (i := line.find(MARKER)) >= 0:
+            try:
+                out.append(json.loads(line[i + len(MARKER):]))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def mlflow_links(logs: str) -> list[str]:
+    """``mlflow run ID (step: run name) at URL`` per run; the URL opens the run in the MLflow UI."""
+    lines = []
+    for r in (r for r in run_records(logs) if r.get("mlflow_run_id")):
+        uri, rid = r.get("tracking_uri") or "", r["mlflow_run_id"]
+        where = f"{uri.rstrip('/')}/#/experiments/{r['experiment_id']}/runs/{rid}" \
+            if uri.startswith("http") and r.get("experiment_id") else uri
+        lines.append(f"mlflow run {rid} ({r['step']}: {r.get('run') or ''}) at {where}")
+    return lines
+
+
+def cmd_submit(args) -> int:
+    return submit(args.spec, args.address, list(args.overrides), args.env, args.follow, args.timeout, args.no_pip)
+
+
+def cmd_jobs_list(args) -> int:
+    jobs = sorted(job_client(args.address).list_jobs(), key=lambda j: j.start_time or 0)
+    print(f"{'job id':44s} {'status':10s} {'started':19s} {'took':>7s}  name")
+    for j in jobs:
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.start_time / 1000)) if j.start_time else "-"
+        took = f"{(j.end_time - j.start_time) / 1000:.0f}s" if j.end_time and j.start_time else "-"
+        name = (j.metadata or {}).get("emonet_job") or (j.entrypoint or "")[:40]
+        print(f"{j.submission_id or j.job_id:44s} {str(j.status):10s} {start:19s} {took:>7s}  {name}")
+    return 0
+
+
+def cmd_jobs_logs(args) -> int:
+    client = job_client(args.address)
+    if args.follow:
+        return follow_job(client, args.job_id, args.timeout)
+    try:
+        logs, info = client.get_job_logs(args.job_id), client.get_job_info(args.job_id)
+    except RuntimeError as exc:
+        raise EmonetError(f"no job {args.job_id}: {' '.join(str(exc).split())[:200]}") from None
+    print(logs, end="")
+    if str(info.status) in ("FAILED", "STOPPED"):  # the traceback is above; this line says why it ended
+        print(f"job {args.job_id} {info.status}: {failure(logs, info.message)}", file=sys.stderr)
+    return 0
+
+
+def cmd_jobs_stop(args) -> int:
+    client = job_client(args.address)
+    stopped = client.stop_job(args.job_id)
+    status = wait_terminal(client, args.job_id, args.timeout) if args.wait else str(client.get_job_status(args.job_id))
+    print(f"job {args.job_id}: {'stop requested' if stopped else 'already finished'}; status {status}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the cluster side: a spec's steps, run by the job's driver (also on a laptop, without a cluster)
+# ---------------------------------------------------------------------------------------------------------------
+def run_spec(spec: JobSpec) -> list[dict]:
+    """Run the steps in order in this process; returns one record per run (also printed as marker lines)."""
+    from . import tracking
+    from .train.launch import run_training
+    from .train.transfer import transfer_config
+    from .tuning import print_table, run_sweep
+
+    cfg = spec.config
+    if not cfg.tracking.uri and os.environ.get("MLFLOW_TRACKING_URI"):  # the runtime_env names the server
+        cfg = cfg.override(f"tracking.uri={json.dumps(os.environ['MLFLOW_TRACKING_URI'])}")
+    if not cfg.ray.address and os.environ.get("RAY_ADDRESS"):  # inside a Ray job: join its cluster
+        cfg = cfg.override("ray.address=auto")
+    tags = {"emonet_job": spec.name}
+    try:  # the job's metadata reaches the driver in Ray's job-config variable: tag runs with the submission id
+        meta = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("metadata") or {}
+        tags.update({"ray_submission_id": meta["emonet_submission_id"]} if "emonet_submission_id" in meta else {})
+    except ValueError:
+        pass
+    runs, records = {}, []
+
+    def record(step: dict, run: str, run_id: str | None, uri: str | None, run_dir) -> None:
+        rec = {"step": step["id"], "run": run, "dir": str(run_dir), "mlflow_run_id": run_id, "tracking_uri": uri}
+        try:
+            rec["experiment_id"] = tracking.client(uri).get_run(run_id).info.experiment_id if run_id and uri else None
+        except Exception:  # noqa: BLE001 - the link is a convenience; the run id is printed anyway
+            pass
+        records.append(rec)
+        print(MARKER + json.dumps(rec), flush=True)
+
+    for step in spec.steps:
+        kind, over, sid = step["run"], list(step.get("overrides") or []), step["id"]
+        print(f"[job {spec.name}] step {sid}: {kind}", flush=True)
+        if kind == "synth":
+            _synth(cfg, step)
+        elif kind in ("train", "transfer"):
+            src = runs.get(step.get("from"))
+            run_cfg = cfg.override(*over) if kind == "train" else \
+                transfer_config(str(src.dir), step["corpus"], step["mode"], over, task=step.get("task") or "emotion")
+            res = runs[sid] = run_training(run_cfg, extra_tags={**tags, "job_step": sid,
+                                                                **({"pretrained_from": src.name} if src else {})})
+            record(step, res.name, res.mlflow_run_id, res.tracking_uri, res.dir)
+        elif kind == "tune":
+            summary = run_sweep(cfg.override(*over), step["space"])
+            print_table(summary)
+            record(step, Path(summary["sweep_dir"]).name, summary.get("parent_run_id"), summary.get("tracking_uri"),
+                   summary["sweep_dir"])
+        elif kind == "report":
+            record(step, *_report(cfg, step, runs))
+    return records
+
+
+def _synth(cfg: Config, step: dict) -> None:
+    from .config import PrepareConfig, ShardConfig
+    from .corpora.synth import CORPORA, build_synthetic
+    from .data.shards import shard_corpora
+
+    names = list(step.get("names") or CORPORA)
+    out = Path(step.get("corpora_dir") or Path(cfg.data.shards).parent / "corpora")
+    if not all((out / n / "manifest.jsonl").is_file() for n in names):  # built once; later jobs reuse them
+        build_synthetic(out, seed=cfg.seed, cfg=PrepareConfig(jobs=cfg.prepare.jobs), names=names)
+    shard_corpora([out / n for n in names], cfg.data.shards,
+                  ShardConfig(samples_per_shard=int(step.get("samples_per_shard") or 64)))
+
+
+def _report(cfg: Config, step: dict, runs: dict) -> tuple:
+    from .evaluate.report import build_report, log_report_run
+    from .evaluate.report_format import format_table
+
+    base = runs[step["baseline"]]
+    out = Path(cfg.output_dir) / "reports" / f"{step['id']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    report = build_report(str(base.dir), [str(runs[c].dir) for c in step["candidates"]], out,
+                          checkpoint=step.get("checkpoint", "best"), labels={str(r.dir): k for k, r in runs.items()})
+    print(format_table(report), flush=True)
+    uri = base.tracking_uri
+    return out.name, log_report_run(report, uri, cfg.tracking.experiment, out) if uri else None, uri, out
+
+
+def cmd_jobs_run(args) -> int:
+    spec = load_spec(args.spec, list(args.overrides))
+    print(f"[job {spec.name}] finished: {len(run_spec(spec))} run(s)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the CLI
+# ---------------------------------------------------------------------------------------------------------------
+def add_parsers(sub) -> None:
+    """Register ``emonet submit`` and ``emonet jobs list|logs|stop|run`` on the CLI's subparsers."""
+    from .cli import _Parser
+
+    def parser(group, name: str, help: str, func, *, job_id=False, address=True, timeout=None):
+        p = group.add_parser(name, help=help)
+        if job_id:
+            p.add_argument("job_id", metavar="JOB_ID")
+        if address:
+            p.add_argument("--address", help="Ray job API (default: $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)")
+        if timeout:
+            p.add_argument("--timeout", type=float, default=timeout, help=f"seconds (default {timeout:.0f})")
+        p.set_defaults(func=func)
+        return p
+
+    s = parser(sub, "submit", "submit a job spec (jobs/submit/*.job.yaml) to a Ray cluster", cmd_submit,
+               timeout=86400.0)
+    s.add_argument("spec", metavar="JOB.yaml")
+    s.add_argument("--follow", action="store_true", help="stream the logs, print the MLflow runs, exit with the status")
+    s.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="add a runtime_env variable")
+    s.add_argument("--no-pip", action="store_true",
+                   help="drop the spec's pip pins (the cluster's Python has them, e.g. cluster/local's venv)")
+    s.epilog = "KEY=VALUE overrides of the embedded config may follow, e.g. data.shards=s3://bucket/shards."
+
+    jobs = sub.add_parser("jobs", help="Ray jobs: list, logs, stop; `run` executes a spec here")
+    jsub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
+    parser(jsub, "list", "every job on the cluster, oldest first", cmd_jobs_list)
+    logs = parser(jsub, "logs", "a job's logs (and its error, if it failed)", cmd_jobs_logs, job_id=True,
+                  timeout=86400.0)
+    logs.add_argument("--follow", action="store_true", help="stream until the job ends; exit with its status")
+    stop = parser(jsub, "stop", "stop a running job", cmd_jobs_stop, job_id=True, timeout=120.0)
+    stop.add_argument("--wait", action="store_true", help="wait until it has stopped")
+    run = parser(jsub, "run", "run a job spec's steps in this process (what a submitted job executes)",
+                 cmd_jobs_run, address=False)
+    run.add_argument("spec", metavar="JOB.yaml")
+    run.epilog = "KEY=VALUE overrides of the embedded config may follow."
