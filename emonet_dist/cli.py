@@ -472,7 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--tracking-uri", help="MLflow tracking URI for runs:/ and models:/ references")
     pred.set_defaults(func=cmd_predict)
 
-    rep = sub.add_parser("report", help="significance report: baseline vs candidate runs (paper Table 4, McNemar)")
+    rep = sub.add_parser("report", help="significance report: baseline vs candidate runs (paper Table 4, McNemar)",
+                         epilog="RUN is a run directory, run name or MLflow run id, optionally with @best or @final "
+                                "(that run's checkpoint). Comma-joined RUNs form one column from per-corpus runs, "
+                                "e.g. --candidate scratch-ravdess,scratch-emovo@final --label "
+                                "scratch-ravdess,scratch-emovo@final=scratch-final.")
     rep.add_argument("--baseline", required=True, metavar="RUN", help="run directory, run name or MLflow run id")
     rep.add_argument("--candidate", required=True, action="append", metavar="RUN", help="repeat for more runs")
     rep.add_argument("--alpha", type=float, default=0.05, help="significance level of the +/- marks (default 0.05)")

@@ -134,6 +134,38 @@ def load_run(ref: str | Path, checkpoint: str = "best", output_dir: str | Path =
                       "and not an MLflow run id (32 hex digits or runs:/ID)")
 
 
+def load_column(ref: str | Path, checkpoint: str = "best", output_dir: str | Path = "runs",
+                tracking_uri: str | None = None) -> RunPredictions:
+    """One report column: a run reference as :func:`load_run` takes it, optionally ``@best`` / ``@final`` (this
+    run's checkpoint instead of ``checkpoint``), or several such references joined by commas, whose corpora are
+    merged into one column (per-corpus runs, e.g. a scratch run or an adapter transfer per corpus).
+
+    A corpus in two of the merged runs is refused: the column would be ambiguous.
+    """
+    text = str(ref)
+    parts = [p.strip() for p in text.split(",")] if "," in text and not Path(text).exists() else [text]
+    runs = []
+    for part in parts:
+        base, _, ck = part.rpartition("@")
+        runs.append(load_run(base, ck, output_dir, tracking_uri) if base and ck in CHECKPOINTS and not Path(part).exists()
+                    else load_run(part, checkpoint, output_dir, tracking_uri))
+    if len(runs) == 1:
+        r = runs[0]
+        return r if text == r.ref else RunPredictions(text, f"{r.name}@{r.checkpoint}", r.checkpoint, r.source, r.run_dir,
+                                                      r.mlflow_run_id, r.tracking_uri, r.corpora)
+    corpora: dict[str, Predictions] = {}
+    for r in runs:
+        for c, pred in r.corpora.items():
+            if c in corpora:
+                owner = next(o.name for o in runs if c in o.corpora)
+                raise EmonetError(f"corpus {c} is in both {owner} and {r.name}: a merged report column takes each "
+                                  f"corpus from one run (drop one of them from '{text}')")
+            corpora[c] = pred
+    checkpoints = sorted({r.checkpoint for r in runs})
+    return RunPredictions(text, "+".join(r.name for r in runs), "+".join(checkpoints), "merged", None,
+                          "+".join(r.run_id for r in runs), runs[0].tracking_uri, corpora)
+
+
 def _from_directory(ref: str, run_dir: Path, checkpoint: str) -> RunPredictions:
     info = json.loads((run_dir / "run.json").read_text())
     pred_dir = run_dir / "predictions" / checkpoint

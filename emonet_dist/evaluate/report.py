@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import EmonetError
 from .confusion import json_safe, score_predictions
-from .predictions import RunPredictions, load_run
+from .predictions import RunPredictions, load_column
 from .significance import EXACT_BELOW, check_same_ids, mcnemar
 
 CAVEAT = ("McNemar's test compares the number of correctly classified utterances, not UAR: on imbalanced "
@@ -49,7 +49,9 @@ def build_report(baseline: RunRef, candidates: list[RunRef], out_dir: str | Path
 
     Args:
         baseline, candidates: run directories, run names under ``output_dir``, MLflow run ids (read through
-            the artifacts API at ``tracking_uri``), or already loaded :class:`RunPredictions`.
+            the artifacts API at ``tracking_uri``), or already loaded :class:`RunPredictions`; a reference may
+            end in ``@best``/``@final``, and comma-joined references form one column (see
+            :func:`~.predictions.load_column`).
         out_dir: where the files go (created).
         alpha: significance level of the marks.
         checkpoint: ``"best"`` or ``"final"``: which prediction CSVs to read.
@@ -61,7 +63,7 @@ def build_report(baseline: RunRef, candidates: list[RunRef], out_dir: str | Path
         raise EmonetError("a report needs at least one candidate run")
     if not 0.0 < alpha < 1.0:
         raise EmonetError(f"alpha must be in (0, 1), got {alpha}")
-    runs = [r if isinstance(r, RunPredictions) else load_run(r, checkpoint, output_dir, tracking_uri)
+    runs = [r if isinstance(r, RunPredictions) else load_column(r, checkpoint, output_dir, tracking_uri)
             for r in [baseline, *candidates]]
     names = _labels(runs, labels or {})
     base, cands = runs[0], runs[1:]

@@ -236,3 +236,23 @@ def test_cli_report_and_evaluate(runs, tmp_path, capsys, make_run):
                  "--out", str(tmp_path / "bad"), "--no-track"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: corpus sig:") and len(err.strip().splitlines()) == 1
+
+
+def test_per_corpus_runs_merge_into_one_column_and_checkpoint_suffix(runs, tmp_path, make_run):
+    base, cand, _, cases, cl = runs
+    # per-corpus candidate runs (as scratch or transfer per corpus): one column, same numbers as the joint run
+    parts = [make_run(f"per-{k.replace(':', '_')}", {k: (v[0], v[1], v[3], cl[k])}) for k, v in cases.items()]
+    joint = build_report(base, [cand], tmp_path / "joint")
+    merged = build_report(base, [",".join(p.name for p in parts)], tmp_path / "merged", output_dir=base.parent,
+                          labels={",".join(p.name for p in parts): "per-corpus"})
+    assert [r["candidates"]["per-corpus"]["uar"] for r in merged["corpora"]] == \
+        [r["candidates"]["all"]["uar"] for r in joint["corpora"]]
+    assert merged["candidates"][0]["source"] == "merged" and len(merged["corpora"]) == 4
+    # a corpus in two merged runs is refused
+    with pytest.raises(EmonetError, match="is in both"):
+        build_report(base, [f"{parts[0].name},{parts[0].name}"], tmp_path / "dup", output_dir=base.parent)
+    # @final reads that run's final predictions whatever the report's checkpoint
+    ids, labels, bp, _ = cases["sig"]
+    make_run("finalonly", {"sig": (ids, labels, bp, BIN)}, checkpoints=("final",))
+    rep = build_report(base, ["finalonly@final"], tmp_path / "fin", output_dir=base.parent)
+    assert rep["corpora"][0]["candidates"]["finalonly@final"]["b"] == 0

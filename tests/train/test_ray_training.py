@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from emonet_dist.config import Config
 from emonet_dist.train.launch import run_training
+from ray_orphans import kill_new_sessions, ray_sessions
 
 pytestmark = pytest.mark.slow
 
@@ -101,12 +102,14 @@ def test_resume_continues_at_the_step_where_it_stopped(reference, synth_shards, 
     cfg = tiny_cfg(synth_shards, tmp_path, "name=stopped")
     (tmp_path / "cfg.yaml").write_text(cfg.to_yaml())
     cmd = [sys.executable, "-m", "emonet_dist.cli", "train", str(tmp_path / "cfg.yaml")]
+    before = ray_sessions()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and not _checkpoints(tmp_path / "ray"):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, as a lost job would
     proc.wait()
+    kill_new_sessions(before)  # the local Ray it started outlives it in its own session
     run_dir = next(tmp_path.glob("stopped-*"))
     assert json.loads((run_dir / "run.json").read_text())["status"] == "RUNNING"
     ckpt_steps = [json.loads((c / "state.json").read_text())["step"] for c in _checkpoints(tmp_path / "ray")]

@@ -19,6 +19,7 @@ import pytest
 from emonet_dist.config import Config
 from emonet_dist.train.launch import run_training
 from emonet_dist.tuning import run_sweep
+from ray_orphans import kill_new_sessions, ray_sessions
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +92,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(synth_shards, tm
     (tmp_path / "space.yaml").write_text("\n".join(f"{k}: {v}" for k, v in space.items()) + "\n")
     cmd = [sys.executable, "-m", "emonet_dist.cli", "tune", str(tmp_path / "cfg.yaml"), "--space",
            str(tmp_path / "space.yaml")]
+    before = ray_sessions()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def finished() -> list[Path]:
@@ -104,6 +106,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(synth_shards, tm
     assert done, "no trial finished before the deadline"
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep driver and the local Ray it started
     proc.wait()
+    kill_new_sessions(before)  # the local Ray it started outlives it in its own session
     sweep_dir = next(p.parent for p in (tmp_path / "ray").glob("*/sweep.json"))  # not a trial's Train storage
     res = subprocess.run([sys.executable, "-m", "emonet_dist.cli", "tune", "--resume", str(sweep_dir)],
                          capture_output=True, text=True, timeout=900)
