@@ -13,7 +13,13 @@ paths), writes the resolved spec (the full config) as ``job.yaml`` into a fresh 
                   {run: train, overrides}                               emonet train
                   {run: transfer, from, corpus, mode, task, overrides}  emonet transfer (from: an earlier step)
                   {run: tune, space, overrides}                         emonet tune (dotted keys -> distributions)
+                  {run: prepare, recipe, raw, corpus, corpora_dir}      emonet corpus prepare + emonet shard
+                  {run: baseline, corpora}                               eGeMAPS + linear SVM on prepared corpora
                   {run: report, baseline, candidates, checkpoint}       McNemar report of earlier steps' runs
+    A report column is a step id, ``id@best`` / ``id@final``, or ``{label: NAME, runs: [id, ...]}`` (per-corpus
+    runs merged into one column). Every step may carry ``group: NAME``: ``jobs run --group`` runs only some
+    groups, and a spec with ``extends: OTHER.job.yaml`` + ``groups: [...]`` reuses OTHER's config and steps.
+    ``raw`` and ``corpora_dir`` expand ``$VARS`` and ``~``.
     runtime_env:  Ray's (pip pins, env_vars such as MLFLOW_TRACKING_URI, py_modules, working_dir)
     entrypoint_num_cpus: CPUs reserved for the driver (default 0: it only orchestrates)
 
@@ -45,9 +51,11 @@ MARKER = "@@emonet-run "
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 STEP_KEYS = {"synth": {"corpora_dir", "names", "samples_per_shard"}, "train": {"overrides"},
+             "prepare": {"recipe", "raw", "corpus", "corpora_dir", "samples_per_shard"}, "baseline": {"corpora"},
              "transfer": {"from", "corpus", "mode", "task", "overrides"}, "tune": {"space", "overrides"},
              "report": {"baseline", "candidates", "checkpoint"}}
-SPEC_KEYS = {"name", "description", "config", "steps", "runtime_env", "entrypoint_num_cpus"}
+SPEC_KEYS = {"name", "description", "config", "steps", "runtime_env", "entrypoint_num_cpus", "extends", "groups",
+             "profiles"}
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|pipe:)")
 
 
@@ -69,21 +77,60 @@ class JobSpec:
 # ---------------------------------------------------------------------------------------------------------------
 # the spec: everything a job could trip over later is checked here, before anything is submitted
 # ---------------------------------------------------------------------------------------------------------------
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
-    from . import typed
-
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), profile: str | None = None,
+              groups: list[str] | tuple[str, ...] = ()) -> JobSpec:
+    """Load and validate a job spec: its ``extends`` chain, a ``profiles`` entry (named override lists, e.g. the
+    paper's GPU config), the command-line overrides, and a selection of step groups."""
     path = Path(path)
-    data = typed.load_yaml_file(path)
+    data = _raw_spec(path, set())
     unknown = sorted(set(data) - SPEC_KEYS)
     if unknown or "config" not in data or "steps" not in data:
         raise ConfigError(f"{path}: a job spec has the keys {', '.join(sorted(SPEC_KEYS))} (config and steps are "
                           f"required){'; unknown: ' + ', '.join(unknown) if unknown else ''}")
-    cfg = Config.from_dict(data["config"] or {}).override(*overrides)
+    profiles = data.get("profiles") or {}
+    if profile and profile not in profiles:
+        raise ConfigError(f"{path}: no profile '{profile}' (profiles: {', '.join(profiles) or 'none'})")
+    cfg = Config.from_dict(data["config"] or {}).override(*(profiles.get(profile) or []), *overrides)
     env = dict(data.get("runtime_env") or {})
     check_env(env, path)
+    steps = data["steps"]
+    wanted = list(groups) or list(data.get("groups") or [])
+    if wanted and isinstance(steps, list):
+        known = {st.get("group") for st in steps if isinstance(st, dict)}
+        if set(wanted) - known:
+            raise ConfigError(f"{path}: no step has group {', '.join(sorted(set(wanted) - known))} "
+                              f"(groups: {', '.join(sorted(g for g in known if g))})")
+        steps = [st for st in steps if isinstance(st, dict) and st.get("group") in wanted]
     return JobSpec(str(data.get("name") or path.stem.removesuffix(".job")), str(data.get("description") or ""),
-                   cfg, tuple(_check_steps(data["steps"], cfg, path)), env,
-                   float(data.get("entrypoint_num_cpus") or 0.0))
+                   cfg, tuple(_check_steps(steps, cfg, path)), env, float(data.get("entrypoint_num_cpus") or 0.0))
+
+
+def _raw_spec(path: Path, seen: set) -> dict:
+    """A spec's YAML with its ``extends`` parent merged in: the child's keys win, ``config`` merges key by key."""
+    from . import typed
+
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    seen.add(path.resolve())
+    if not path.is_file():
+        raise ConfigError(f"job spec {path} not found")
+    data = typed.load_yaml_file(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a job spec is a mapping")
+    if not data.get("extends"):
+        return data
+    parent = _raw_spec(path.parent / str(data["extends"]), seen)
+    merged = {k: v for k, v in parent.items() if k not in ("name", "description", "groups")}
+    merged.update({k: v for k, v in data.items() if k != "extends"})
+    merged["config"] = _deep_merge(parent.get("config") or {}, data.get("config") or {})
+    return merged
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def check_env(env: dict, where: Path) -> None:
@@ -109,7 +156,7 @@ def _check_steps(raw, cfg: Config, where: Path) -> list[dict]:
         if kind not in STEP_KEYS:
             raise ConfigError(f"{where}: steps[{i}] needs run: one of {', '.join(STEP_KEYS)}")
         sid = str(step.get("id") or f"{kind}{i}")
-        extra = sorted(set(step) - STEP_KEYS[kind] - {"run", "id"})
+        extra = sorted(set(step) - STEP_KEYS[kind] - {"run", "id", "group"})
         if extra or sid in {s["id"] for s in steps}:
             raise ConfigError(f"{where}: step {sid}: {'unknown key(s) ' + ', '.join(extra) if extra else 'duplicate id'}"
                               f" (a {kind} step takes {', '.join(sorted(STEP_KEYS[kind]))})")
@@ -121,14 +168,38 @@ def _check_steps(raw, cfg: Config, where: Path) -> list[dict]:
                                   f"from: an earlier train/transfer step ({', '.join(runs) or 'none yet'})")
         elif kind == "tune":
             parse_space(step.get("space") or {}, base)
-        elif kind == "report" and any(r not in runs for r in [step.get("baseline"), *(step.get("candidates") or [None])]):
-            raise ConfigError(f"{where}: step {sid}: report needs baseline and candidates from earlier train/transfer "
-                              f"steps ({', '.join(runs)})")
+        elif kind == "report":
+            cols = [step.get("baseline"), *(step.get("candidates") or [None])]
+            missing = [r for c in cols for r in _column_steps(c) if r not in runs] + \
+                [c for c in cols if not _column_steps(c)]
+            if missing:
+                raise ConfigError(f"{where}: step {sid}: report needs baseline and candidates from earlier "
+                                  f"train/transfer/baseline steps ({', '.join(runs) or 'none yet'}); not found: "
+                                  f"{', '.join(map(str, missing))}")
+        elif kind == "prepare":
+            from .corpora.recipes import get_recipe
+
+            if not step.get("recipe") or not step.get("raw"):
+                raise ConfigError(f"{where}: step {sid}: prepare needs recipe and raw (the corpus in its official "
+                                  f"layout)")
+            get_recipe(step["recipe"])  # an unknown recipe fails here, listing the known ones
+            if _URL.match(base.data.shards):
+                raise ConfigError(f"{where}: step {sid}: prepare writes shards into data.shards, which must be a "
+                                  f"directory")
+        elif kind == "baseline" and not step.get("corpora"):
+            raise ConfigError(f"{where}: step {sid}: baseline needs corpora (names of corpora prepared earlier)")
         elif kind == "synth" and _URL.match(base.data.shards):
             raise ConfigError(f"{where}: step {sid}: synth writes shards into data.shards, which must be a directory")
-        runs += [sid] if kind in ("train", "transfer") else []
+        runs += [sid] if kind in ("train", "transfer", "baseline") else []
         steps.append({**step, "id": sid})
     return steps
+
+
+def _column_steps(col) -> list[str]:
+    """The step ids of a report column: ``id``, ``id@best|final`` or ``{label, runs: [...]}``."""
+    if isinstance(col, dict):
+        return [str(r).rsplit("@", 1)[0] for r in col.get("runs") or []]
+    return [str(col).rsplit("@", 1)[0]] if col else []
 
 
 def check_shared_paths(cfg: Config) -> None:
@@ -171,8 +242,8 @@ def job_client(address: str | None):
 
 
 def submit(spec_path: str, address: str | None, overrides: list[str], env: list[str], follow: bool,
-           timeout: float, no_pip: bool = False) -> int:
-    spec = load_spec(spec_path, overrides)
+           timeout: float, no_pip: bool = False, profile: str | None = None, groups: list[str] = ()) -> int:
+    spec = load_spec(spec_path, overrides, profile, groups)
     check_shared_paths(spec.config)
     renv, base = dict(spec.runtime_env), Path(spec_path).resolve().parent
     if no_pip:  # the cluster's Python already has the pinned packages (in a venv, Ray would clone all of it)
@@ -272,7 +343,8 @@ def mlflow_links(logs: str) -> list[str]:
 
 
 def cmd_submit(args) -> int:
-    return submit(args.spec, args.address, list(args.overrides), args.env, args.follow, args.timeout, args.no_pip)
+    return submit(args.spec, args.address, list(args.overrides), args.env, args.follow, args.timeout, args.no_pip,
+                  args.profile, args.group)
 
 
 def cmd_jobs_list(args) -> int:
@@ -345,6 +417,11 @@ def run_spec(spec: JobSpec) -> list[dict]:
         print(f"[job {spec.name}] step {sid}: {kind}", flush=True)
         if kind == "synth":
             _synth(cfg, step)
+        elif kind == "prepare":
+            _prepare(cfg, step)
+        elif kind == "baseline":
+            res = runs[sid] = _baseline(cfg, step)
+            record(step, res.name, res.mlflow_run_id, res.tracking_uri, res.dir)
         elif kind in ("train", "transfer"):
             src = runs.get(step.get("from"))
             run_cfg = cfg.override(*over) if kind == "train" else \
@@ -375,28 +452,93 @@ def _synth(cfg: Config, step: dict) -> None:
                   ShardConfig(samples_per_shard=int(step.get("samples_per_shard") or 64)))
 
 
+def _corpora_dir(cfg: Config, step: dict) -> Path:
+    return Path(os.path.expanduser(os.path.expandvars(str(step.get("corpora_dir") or "")))) if \
+        step.get("corpora_dir") else Path(cfg.data.shards).parent / "corpora"
+
+
+def _prepare(cfg: Config, step: dict) -> None:
+    """``emonet corpus prepare`` + ``emonet shard`` for one corpus; a corpus prepared from the same raw directory
+    with the same settings is reused (and finished shards are never rewritten)."""
+    from dataclasses import asdict
+
+    from .config import ShardConfig
+    from .corpora.prepare import prepare_corpus
+    from .corpora.recipes import get_recipe
+    from .data.shards import shard_corpora
+
+    raw_text = os.path.expandvars(str(step["raw"]))
+    if "$" in raw_text:
+        raise EmonetError(f"step {step['id']}: raw '{step['raw']}' names an unset environment variable; set it "
+                          f"(e.g. EMONET_REALDATA=/path/to/corpora) or override the step")
+    raw = Path(os.path.expanduser(raw_text)).resolve()
+    name = str(step.get("corpus") or get_recipe(step["recipe"]).NAME)
+    out = _corpora_dir(cfg, step) / name
+    report = out / "report.json"
+    old = json.loads(report.read_text()) if report.is_file() else {}
+    if old.get("raw") == str(raw) and old.get("recipe") == step["recipe"] and \
+            {k: v for k, v in old.get("prepare", {}).items() if k != "allow_speaker_overlap"} == \
+            {k: v for k, v in asdict(cfg.prepare).items() if k != "allow_speaker_overlap"}:
+        print(f"[prepare {name}] reusing {out} (same raw directory and settings)", flush=True)
+    else:
+        prepare_corpus(step["recipe"], raw, out, cfg.prepare, name=name)
+    shard_corpora([out], cfg.data.shards, ShardConfig(samples_per_shard=int(step.get("samples_per_shard") or 64)))
+
+
+def _baseline(cfg: Config, step: dict):
+    from .baselines.egemaps import EgemapsConfig, run_egemaps_baseline
+
+    dirs = [_corpora_dir(cfg, step) / str(c) for c in step["corpora"]]
+    missing = [str(d) for d in dirs if not (d / "manifest.jsonl").is_file()]
+    if missing:
+        raise EmonetError(f"step {step['id']}: no prepared corpus at {', '.join(missing)} (add a prepare step first)")
+    return run_egemaps_baseline(dirs, cfg, EgemapsConfig(), run_name=f"{cfg.name}-{step['id']}-"
+                                f"{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _column(col, runs: dict) -> tuple[str, str]:
+    """A report column of a spec as (reference for build_report, label)."""
+    def ref(item: str) -> str:
+        sid, _, ck = str(item).partition("@")
+        return f"{runs[sid].dir}@{ck}" if ck else str(runs[sid].dir)
+
+    if isinstance(col, dict):
+        items = list(col["runs"])
+        return ",".join(ref(i) for i in items), str(col.get("label") or "+".join(items))
+    return ref(col), str(col)
+
+
 def _report(cfg: Config, step: dict, runs: dict) -> tuple:
     from .evaluate.report import build_report, log_report_run
     from .evaluate.report_format import format_table
 
-    base = runs[step["baseline"]]
+    base = _column(step["baseline"], runs)
+    cands = [_column(c, runs) for c in step["candidates"]]
     out = Path(cfg.output_dir) / "reports" / f"{step['id']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    report = build_report(str(base.dir), [str(runs[c].dir) for c in step["candidates"]], out,
-                          checkpoint=step.get("checkpoint", "best"), labels={str(r.dir): k for k, r in runs.items()})
+    report = build_report(base[0], [c[0] for c in cands], out, checkpoint=step.get("checkpoint", "best"),
+                          labels=dict([base, *cands]))
     print(format_table(report), flush=True)
-    uri = base.tracking_uri
+    print(f"report: {out / 'report.md'} (html, json, csv, uar_delta.png)", flush=True)
+    uri = next((r.tracking_uri for r in runs.values() if r.tracking_uri), None)
     return out.name, log_report_run(report, uri, cfg.tracking.experiment, out) if uri else None, uri, out
 
 
 def cmd_jobs_run(args) -> int:
-    spec = load_spec(args.spec, list(args.overrides))
-    print(f"[job {spec.name}] finished: {len(run_spec(spec))} run(s)")
+    t0 = time.time()
+    spec = load_spec(args.spec, list(args.overrides), args.profile, args.group)
+    print(f"[job {spec.name}] finished: {len(run_spec(spec))} run(s) in {time.time() - t0:.0f} s")
     return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # the CLI
 # ---------------------------------------------------------------------------------------------------------------
+def _selection(p) -> None:
+    p.add_argument("--profile", help="apply one of the spec's profiles (named overrides, e.g. paper)")
+    p.add_argument("--group", action="append", default=[], metavar="GROUP",
+                   help="run only the steps of this group (repeat for more)")
+
+
 def add_parsers(sub) -> None:
     """Register ``emonet submit`` and ``emonet jobs list|logs|stop|run`` on the CLI's subparsers."""
     from .cli import _Parser
@@ -415,6 +557,7 @@ def add_parsers(sub) -> None:
     s = parser(sub, "submit", "submit a job spec (jobs/submit/*.job.yaml) to a Ray cluster", cmd_submit,
                timeout=86400.0)
     s.add_argument("spec", metavar="JOB.yaml")
+    _selection(s)
     s.add_argument("--follow", action="store_true", help="stream the logs, print the MLflow runs, exit with the status")
     s.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="add a runtime_env variable")
     s.add_argument("--no-pip", action="store_true",
@@ -432,4 +575,5 @@ def add_parsers(sub) -> None:
     run = parser(jsub, "run", "run a job spec's steps in this process (what a submitted job executes)",
                  cmd_jobs_run, address=False)
     run.add_argument("spec", metavar="JOB.yaml")
+    _selection(run)
     run.epilog = "KEY=VALUE overrides of the embedded config may follow."

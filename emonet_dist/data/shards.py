@@ -285,6 +285,7 @@ def build_index(corpus: str, rows: list[Utterance], plan: dict, records: dict, c
         parts[part] = {
             "utterances": sum(r["samples"] for r in recs),
             "speakers": len({r.speaker for r in rows if r.partition == part}),
+            "speaker_ids": sorted({r.speaker for r in rows if r.partition == part}),  # written into every run
             "per_class": dict(sorted(per_class.items())),
             "duration_s": {"total": round(float(sum(durs)), 3), "mean": round(float(np.mean(durs)), 4),
                            "min": round(float(min(durs)), 4), "max": round(float(max(durs)), 4)},

@@ -135,6 +135,7 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         cfg = absolute_paths(cfg)
         if not cfg.data.corpora:
             raise EmonetError("data.corpora is empty: list the corpora to train on (see jobs/ for examples)")
+        parts = read_partitions(cfg)  # also: a missing corpus fails here, before anything is created
         name = run_name or new_run_name(cfg)
         run_dir = (Path(cfg.output_dir) / name).resolve()
         run_dir.mkdir(parents=True, exist_ok=False)
@@ -144,6 +145,7 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         mlflow_run_id = tracking.start_run(cfg, name, extra_tags, parent_run_id) if uri else None
         _write_run_json(run_dir, {"name": name, "dir": str(run_dir), "mlflow_run_id": mlflow_run_id,
                                   "tracking_uri": uri, "status": "RUNNING"})
+        write_partitions(parts, run_dir, uri, mlflow_run_id)
     init_ray(cfg)
     backend = cfg.ray.backend if cfg.ray.backend != "auto" else ("nccl" if cfg.ray.gpus_per_worker > 0 else "gloo")
     resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.gpus_per_worker else {})}
@@ -185,6 +187,27 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
                           f"logging failed: {tracking_error.read_text().strip()}; replay the metrics with "
                           f"`emonet track sync {run_dir}` once the tracking server is reachable")
     return RunResult(name, run_dir, metrics, checkpoint, mlflow_run_id, uri)
+
+
+def read_partitions(cfg: Config) -> dict:
+    """Which speakers (and how many utterances) each corpus's train/dev/test holds, from the shard indexes."""
+    from ..data.shards import load_index
+
+    out = {}
+    for spec in cfg.data.corpora:
+        index = load_index(cfg.data.shards, spec.name)
+        out[spec.name] = {"fingerprint": index.get("fingerprint"), "partitions": {
+            part: {"utterances": info["utterances"], "speakers": info.get("speaker_ids", info["speakers"])}
+            for part, info in index["partitions"].items()}}
+    return out
+
+
+def write_partitions(parts: dict, run_dir: Path, uri: str | None, run_id: str | None) -> None:
+    """``partitions.json`` in the run (and MLflow): the exact speaker-independent split the run used."""
+    path = run_dir / "partitions.json"
+    path.write_text(json.dumps(parts, indent=1))
+    if uri and run_id:
+        tracking._quiet(lambda: tracking.client(uri).log_artifact(run_id, str(path)))
 
 
 def _write_run_json(run_dir: Path, info: dict) -> None:

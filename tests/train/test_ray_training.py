@@ -179,6 +179,10 @@ def test_mlflow_holds_the_run_and_a_bundle_reproduces_its_test_uar(reference, sy
                 "bundles/synth2/corpus.safetensors", "bundles/synth2/bundle.json", "bundles/synth4/corpus.json",
                 "predictions/final/synth2.csv", "predictions/best/synth4.csv"):
         assert (dst / rel).is_file(), rel
+    parts = json.loads((dst / "partitions.json").read_text())  # the split the run used, speaker-independent
+    for corpus in ("synth2", "synth4"):
+        spk = {p: set(v["speakers"]) for p, v in parts[corpus]["partitions"].items()}
+        assert spk["train"] and spk["dev"] and spk["test"] and not (spk["train"] & (spk["dev"] | spk["test"]))
     bundle = json.loads((dst / "bundles/synth4/bundle.json").read_text())
     assert bundle["classes"] == ["angry", "excited", "neutral", "sad"] and sum(bundle["class_counts"]) > 0
     # a fresh process loads backbone + bundle from the downloaded artifacts and reproduces the logged test UAR

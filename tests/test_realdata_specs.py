@@ -1,0 +1,62 @@
+"""The real-corpus experiment specs (jobs/realdata*.job.yaml) and the spec features they use: extends, groups,
+profiles, prepare/baseline steps and merged report columns. Loading only; tests/test_realdata_smoke.py runs one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emonet_dist.errors import ConfigError
+from emonet_dist.submit import check_shared_paths, load_spec
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+def test_the_experiment_and_its_parts_load():
+    full = load_spec(JOBS / "realdata.job.yaml")
+    groups = {s["id"]: s["group"] for s in full.steps}
+    assert sorted(set(groups.values())) == ["all", "egemaps", "loco", "prepare", "report", "scratch"]
+    assert [c.name for c in full.config.data.corpora] == ["ravdess", "emovo", "urdu"]
+    for part in ("scratch", "all", "loco"):
+        spec = load_spec(JOBS / f"realdata_{part}.job.yaml")
+        assert spec.name == f"realdata_{part}" and spec.config == full.config
+        assert {s["group"] for s in spec.steps} == {"prepare", part}
+    loco = [s for s in full.steps if s["group"] == "loco" and s["run"] == "transfer"]
+    assert sorted(s["corpus"] for s in loco) == ["emovo", "ravdess", "urdu"]
+
+
+def test_the_paper_profile_is_the_papers_config_and_submittable():
+    cpu = load_spec(JOBS / "realdata.job.yaml")
+    paper = load_spec(JOBS / "realdata.job.yaml", profile="paper")
+    assert (paper.config.model.base_width, paper.config.model.stem_width) == (64, 32)
+    assert (paper.config.data.batch_size, paper.config.train.steps_per_stage, paper.config.train.patience) == (64, 2500, 50)
+    assert paper.config.ray.gpus_per_worker == 1 and cpu.config.ray.gpus_per_worker == 0
+    check_shared_paths(paper.config)  # absolute shared-storage paths
+    with pytest.raises(ConfigError, match="relative|absolute"):
+        check_shared_paths(cpu.config)  # the CPU config is for `emonet jobs run` on one machine
+    with pytest.raises(ConfigError, match="no profile 'gpu'.*paper"):
+        load_spec(JOBS / "realdata.job.yaml", profile="gpu")
+
+
+def test_group_selection_and_bad_references_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no step has group nope"):
+        load_spec(JOBS / "realdata.job.yaml", groups=["nope"])
+    # the report without the runs it compares: named in the error
+    with pytest.raises(ConfigError, match="not found: scratch-ravdess"):
+        load_spec(JOBS / "realdata.job.yaml", groups=["prepare", "report"])
+    spec = tmp_path / "x.job.yaml"
+    spec.write_text("extends: " + str(JOBS / "realdata.job.yaml") + "\nsteps:\n"
+                    "  - {id: p, run: prepare, recipe: nosuch, raw: /tmp}\n")
+    with pytest.raises(Exception, match="nosuch"):
+        load_spec(spec)
+    spec.write_text("extends: x.job.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_spec(spec)
+
+
+def test_smoke_spec_is_one_corpus_pair():
+    spec = load_spec(JOBS / "realdata_smoke.job.yaml")
+    kinds = [s["run"] for s in spec.steps]
+    assert kinds == ["prepare", "prepare", "baseline", "train", "train", "transfer", "report"]
+    assert spec.config.model.base_width == 8 and spec.config.train.steps_per_stage == 3
