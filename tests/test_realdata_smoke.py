@@ -25,7 +25,7 @@ def test_realdata_smoke_job_runs_every_method_on_identical_test_partitions(tmp_p
                           str(ROOT / "jobs" / "realdata_smoke.job.yaml"), f"output_dir={out}",
                           f"data.shards={out / 'shards'}"], capture_output=True, text=True, env=env, timeout=1500)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
-    assert "[job realdata_smoke] finished: 4 run(s)" in res.stdout
+    assert "[job realdata_smoke] finished: 5 run(s)" in res.stdout
     # the corpora came from their official layouts, every file accounted for
     for corpus, n in (("urdu", 400), ("emovo", 588)):
         rep = json.loads((out / "corpora" / corpus / "report.json").read_text())
@@ -37,10 +37,17 @@ def test_realdata_smoke_job_runs_every_method_on_identical_test_partitions(tmp_p
     assert row["corpus"] == "emovo" and row["num_classes"] == 7 and abs(row["chance"] - 1 / 7) < 1e-9
     assert set(row["candidates"]) == {"egemaps", "scratch-emovo@final", "transfer-emovo"}
     assert all((report_dir / f).is_file() for f in ("report.md", "report.html", "uar_delta.png"))
-    # every neural run recorded the speaker-independent split it used
-    for run in out.glob("smoke-*"):
-        if (run / "config.json").is_file():
-            parts = json.loads((run / "partitions.json").read_text())
-            for corpus in parts.values():
-                spk = {p: set(v["speakers"]) for p, v in corpus["partitions"].items()}
-                assert not (spk["train"] & spk["test"]) and not (spk["dev"] & spk["test"])
+    html = (report_dir / "report.html").read_text()  # issue 5: a report from runs trained on real corpora
+    assert "<table" in html and "emovo" in html and "transfer-emovo" in html
+    # every run recorded the speaker-independent split it used, and the EMOVO test speakers are the same in all
+    test_speakers = set()
+    runs = [r for r in out.glob("smoke-*") if (r / "run.json").is_file()]
+    assert len(runs) == 4
+    for run in runs:
+        parts = json.loads((run / "partitions.json").read_text())
+        for name, corpus in parts.items():
+            spk = {p: set(v["speakers"]) for p, v in corpus["partitions"].items()}
+            assert not (spk["train"] & spk["test"]) and not (spk["dev"] & spk["test"]) and spk["test"]
+            if name == "emovo":
+                test_speakers.add(tuple(sorted(spk["test"])))
+    assert len(test_speakers) == 1

@@ -36,7 +36,7 @@ from ..config import Config, CorpusConfig
 from ..corpora.manifest import Utterance, read_manifest
 from ..errors import EmonetError
 from ..evaluate.metrics import scores
-from ..train.launch import RunResult, _write_run_json, absolute_paths, new_run_name
+from ..train.launch import RunResult, _write_run_json, absolute_paths, new_run_name, write_partitions
 from . import features, svm
 
 NAME = "egemaps-svm"
@@ -167,6 +167,10 @@ def run_egemaps_baseline(corpus_dirs: list[str | Path], cfg: Config, bcfg: Egema
     info = {"name": name, "dir": str(run_dir), "mlflow_run_id": run_id, "tracking_uri": uri, "kind": "baseline",
             "baseline": NAME}
     _write_run_json(run_dir, {**info, "status": "RUNNING"})
+    write_partitions({c.spec.name: {"fingerprint": None, "partitions": {
+        p: {"utterances": int(sum(r.partition == p for r in c.rows)),
+            "speakers": sorted({r.speaker for r in c.rows if r.partition == p})}
+        for p in sorted({r.partition for r in c.rows})}} for c in corpora}, run_dir, uri, run_id)
     log = tracking.RunLogger(uri, run_id, run_dir / tracking.JOURNAL)
     _log_params(log, {"baseline.name": NAME, "baseline.feature_set": features.FEATURE_SET,
                       "baseline.sample_rate": bcfg.sample_rate, "baseline.c_grid": json.dumps(list(bcfg.c_grid)),

@@ -181,6 +181,7 @@ def train_loop_per_worker(config: dict) -> None:
                 state["best"][n] = entry
         # the sweep objective (Ray Tune) and a one-number summary of multi-corpus runs
         out["dev_uar_mean"] = float(np.mean([out[metric_key("dev_uar", n)] for n in names]))
+        state["last_eval"] = out  # a run resumed from its final checkpoint reports these again
         return out
 
     def save_best(n: str) -> None:
@@ -202,7 +203,8 @@ def train_loop_per_worker(config: dict) -> None:
     # [5] the loop ---------------------------------------------------------------------------------------------
     model.train()
     lr = set_lr()
-    done = multi and step >= total
+    done = step >= total if multi else sched.done  # both true when resumed from the final checkpoint
+    metrics = dict(state.get("last_eval") or {})  # a run resumed after its last step goes straight to [7]
     while not done:
         order = rounds.round(step) if multi else names
         losses = {}
