@@ -562,7 +562,7 @@ def add_parsers(sub) -> None:
     s.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="add a runtime_env variable")
     s.add_argument("--no-pip", action="store_true",
                    help="drop the spec's pip pins (the cluster's Python has them, e.g. cluster/local's venv)")
-    s.epilog = "KEY=VALUE overrides of the embedded config may follow, e.g. data.shards=s3://bucket/shards."
+    s.epilog = "KEY=VALUE overrides of the embedded config may follow, e.g. 'data.shards=pipe:aws s3 cp s3://bucket/shards/{path} -'."
 
     jobs = sub.add_parser("jobs", help="Ray jobs: list, logs, stop; `run` executes a spec here")
     jsub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)

@@ -246,8 +246,8 @@ def train_loop_per_worker(config: dict) -> None:
             print(f"[train] step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), flush=True)
         periodic = (step % cfg.train.checkpoint_every == 0) if multi else \
             (epoch_end and sched.epochs % cfg.train.checkpoint_every == 0)
-        if periodic and not done:
-            checkpoint({"step": step, **metrics})
+        if periodic and not done:  # Tune needs its metric in every report: the last evaluation, or one now
+            checkpoint({"step": step, **(metrics or state.get("last_eval") or evaluate_dev())})
         elif metrics and not done:
             ray.train.report({"step": step, **metrics})  # every evaluation reaches Tune's schedulers
 
