@@ -74,9 +74,11 @@ def synth_shards(synth_set, tmp_path_factory) -> Path:
     return shards
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray instance for the session's end-to-end tests (started like `emonet train` starts it)."""
+    """A local Ray instance per test module (started like `emonet train` starts it). Per module, not per session:
+    in one long-lived instance, a run in one module was once left waiting for CPUs that an earlier module's runs
+    still held, and a fresh instance costs only seconds."""
     import ray
 
     from emonet_dist.config import Config
