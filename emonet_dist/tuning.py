@@ -107,11 +107,18 @@ def run_trial(config: dict, base: dict, sweep: str, parent_run_id: str | None) -
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from .train.launch import run_training
+    from .train.launch import absolute_paths, run_training
 
     params = config["params"]
     trial = tune.get_context().get_trial_id()
     cfg = Config.from_dict(base).override(*[f"{k}={json.dumps(v)}" for k, v in params.items()])
+    done = Path(absolute_paths(cfg).output_dir) / f"{sweep}-{trial}" / "run.json"
+    if done.is_file() and json.loads(done.read_text()).get("status") == "FINISHED":
+        # the run finished but the sweep was stopped before Tune recorded it: report its result, train nothing
+        metrics = json.loads(done.read_text()).get("metrics") or {}
+        print(f"[tune] trial {trial}: run {done.parent.name} already finished; reporting its result", flush=True)
+        tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        return
     run_training(cfg, run_name=f"{sweep}-{trial}", parent_run_id=parent_run_id,
                  extra_tags={"sweep": sweep, "trial_id": trial, **{f"tune.{k}": str(v) for k, v in params.items()}},
                  callbacks=[TuneReportCallback()])
