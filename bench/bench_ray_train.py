@@ -69,6 +69,16 @@ def plain_loop(cfg: Config) -> float:
     return seen / busy
 
 
+def synth_shards(given: str | None, tmp: Path) -> Path:
+    """The shard directory to benchmark on: ``given``, or synth7 + synth5 built and sharded under ``tmp``."""
+    if given:
+        return Path(given)
+    build_synthetic(tmp / "corpora", names=list(CORPORA))
+    for c in CORPORA:
+        shard_corpus(tmp / "corpora" / c, tmp / "shards", ShardConfig(samples_per_shard=64))
+    return tmp / "shards"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=16)
@@ -77,11 +87,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        shards = Path(args.shards) if args.shards else tmp / "shards"
-        if not args.shards:
-            build_synthetic(tmp / "corpora", names=list(CORPORA))
-            for c in CORPORA:
-                shard_corpus(tmp / "corpora" / c, shards, ShardConfig(samples_per_shard=64))
+        shards = synth_shards(args.shards, tmp)
         res = {}
         res["plain"] = plain_loop(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, 1))
         for workers in (1, 2):

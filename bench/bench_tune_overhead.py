@@ -37,13 +37,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from emonet_dist.config import Config, ShardConfig
-from emonet_dist.corpora.synth import build_synthetic
-from emonet_dist.data.shards import shard_corpus
+from bench_ray_train import CORPORA, synth_shards  # bench/ is on sys.path when run as a script
+from emonet_dist.config import Config
 from emonet_dist.train.launch import init_ray, run_training
 from emonet_dist.tuning import run_sweep
 
-CORPORA = ("synth7", "synth5")
 LRS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005)
 TARGET, MIN_TRIAL_S = 0.8, 120.0
 
@@ -117,11 +115,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        shards = Path(args.shards) if args.shards else tmp / "shards"
-        if not args.shards:
-            build_synthetic(tmp / "corpora", names=list(CORPORA))
-            for c in CORPORA:
-                shard_corpus(tmp / "corpora" / c, shards, ShardConfig(samples_per_shard=64))
+        shards = synth_shards(args.shards, tmp)
         d = direct(make_cfg(shards, tmp / "direct", args))
         s = sweep(make_cfg(shards, tmp / "sweep", args), args.trials)
 
