@@ -1,10 +1,14 @@
 """Ray Train overhead and scaling: training throughput (utterances/s) measured side by side in one run.
 
-Three measurements on the same model, data and per-worker threads (1):
+Four measurements on the same model, data and per-worker threads (1):
 
-* plain  — the loop's own ``train_step`` in this process, no Ray, no process group;
-* ray x1 — ``emonet train`` with 1 Ray Train worker;
-* ray x2 — the same with 2 workers (each with its own batch: twice the data per step, weak scaling).
+* plain    — the loop's own ``train_step`` in this process, no Ray, no process group;
+* plain 2p — two such processes at once, independent (no Ray, no collectives): what two cores give at best,
+             the machine's ceiling for the scaling ratio (shared caches, memory bandwidth, clock);
+* ray x1   — ``emonet train`` with 1 Ray Train worker;
+* ray x2   — the same with 2 workers (each with its own batch: twice the data per step, weak scaling), with the
+             default global BatchNorm (``ray.sync_batchnorm=true``: two collectives per BN layer per step);
+* ray x2 local-bn — the same with ``ray.sync_batchnorm=false`` (each worker's own batch statistics).
 
 Throughput counts training steps only (not evaluation or checkpointing) after two warm-up rounds, the same way
 on every side (``train_utt_per_s`` in the run's metrics). Targets (issue 4): ray x1 / plain >= 0.95 and
@@ -34,14 +38,15 @@ from emonet_dist.train.streams import corpus_data, train_loader
 CORPORA = ("synth7", "synth5")
 
 
-def make_cfg(shards: Path, out: Path, rounds: int, base_width: int, workers: int) -> Config:
+def make_cfg(shards: Path, out: Path, rounds: int, base_width: int, workers: int, *extra: str) -> Config:
     return Config().override(
         f"output_dir={out}", f"data.shards={shards}", "name=bench",
         f"data.corpora=[{', '.join('{name: %s}' % c for c in CORPORA)}]", "data.batch_size=16",
         "data.max_seconds=3.0", "data.num_workers=0", f"model.base_width={base_width}",
         f"model.stem_width={max(base_width // 2, 4)}", "optim.stages=1", f"train.steps_per_stage={rounds}",
         f"train.eval_every={rounds}", f"train.checkpoint_every={rounds}", f"train.log_every={rounds}",
-        "train.threads=1", f"ray.num_workers={workers}", "ray.cpus_per_worker=1", "tracking.enabled=false")
+        "train.threads=1", f"ray.num_workers={workers}", "ray.cpus_per_worker=1", "tracking.enabled=false",
+        *extra)
 
 
 def plain_loop(cfg: Config) -> float:
@@ -69,6 +74,27 @@ def plain_loop(cfg: Config) -> float:
     return seen / busy
 
 
+def _plain_worker(cfg_dict: dict, start, out) -> None:
+    cfg = Config.from_dict(cfg_dict)
+    start.wait()  # both processes begin together, so their steps overlap
+    out.put(plain_loop(cfg))
+
+
+def plain_concurrent(cfg: Config, processes: int = 2) -> float:
+    """``processes`` independent plain loops at once (spawned, 1 thread each): their summed utterances/s."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_plain_worker, args=(cfg.to_dict(), start, out)) for _ in range(processes)]
+    for pr in procs:
+        pr.start()
+    rates = [out.get(timeout=3600) for _ in procs]
+    for pr in procs:
+        pr.join()
+    return sum(rates)
+
+
 def synth_shards(given: str | None, tmp: Path) -> Path:
     """The shard directory to benchmark on: ``given``, or synth7 + synth5 built and sharded under ``tmp``."""
     if given:
@@ -90,15 +116,22 @@ def main() -> None:
         shards = synth_shards(args.shards, tmp)
         res = {}
         res["plain"] = plain_loop(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, 1))
-        for workers in (1, 2):
-            r = run_training(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, workers))
-            res[f"ray x{workers}"] = r.metrics["train_utt_per_s"]
+        res["plain 2p"] = plain_concurrent(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, 1))
+        for key, workers, extra in (("ray x1", 1, ()), ("ray x2", 2, ()),
+                                    ("ray x2 local-bn", 2, ("ray.sync_batchnorm=false",))):
+            r = run_training(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, workers, *extra))
+            res[key] = r.metrics["train_utt_per_s"]
     print(f"\nmodel base width {args.base_width}, batch 16 x <=3 s per worker, {args.rounds} rounds over "
           f"{', '.join(CORPORA)}, 1 thread per worker")
     for k, v in res.items():
-        print(f"  {k:8s} {v:8.2f} utt/s")
+        print(f"  {k:16s} {v:8.2f} utt/s")
     print(f"  Ray overhead: ray x1 / plain = {res['ray x1'] / res['plain']:.3f} (target >= 0.95)")
     print(f"  scaling:      ray x2 / ray x1 = {res['ray x2'] / res['ray x1']:.3f} (target >= 1.8)")
+    print(f"  scaling, local BN: ray x2 local-bn / ray x1 = {res['ray x2 local-bn'] / res['ray x1']:.3f}")
+    print(f"  ceiling:      plain 2p / plain = {res['plain 2p'] / res['plain']:.3f} (two independent processes, "
+          f"no Ray: what this machine's two cores allow)")
+    print(f"  of ceiling:   (ray x2 / ray x1) / (plain 2p / plain) = "
+          f"{(res['ray x2'] / res['ray x1']) / (res['plain 2p'] / res['plain']):.3f}")
 
 
 if __name__ == "__main__":

@@ -332,6 +332,11 @@ class RayConfig:
     gpus_per_worker: float = 0.0
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     """``auto``: NCCL with GPUs, gloo otherwise."""
+    sync_batchnorm: bool = True
+    """BatchNorm over the union batch of all workers: 2 workers compute exactly what 1 worker computes on the
+    union batch, at the price of two small collectives per BN layer per step. ``false``: each worker normalises
+    with its own batch (PyTorch DDP's default; faster where collectives are slow, see docs/benchmarks.md);
+    running statistics are then averaged over the workers before every evaluation and checkpoint."""
     max_failures: int = 0
     """Worker-group restarts from the latest checkpoint before the run fails."""
     storage_path: str = ""

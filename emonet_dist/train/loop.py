@@ -10,8 +10,10 @@ BatchNorm) live in :mod:`emonet_dist.train.distributed`; the comments below mark
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,8 +29,8 @@ from ..model.modes import set_mode
 from ..model.weights import save_model
 from ..tracking import RunLogger, metric_key
 from .checkpoint import read_state, restore_model, restore_optimizer, save_checkpoint
-from .distributed import (assert_ranks_agree, bn_state_digest, broadcast_state, global_weighted_ce, sum_gradients,
-                          use_global_batchnorm, world)
+from .distributed import (assert_ranks_agree, average_batchnorm_stats, bn_state_digest, broadcast_state,
+                          global_weighted_ce, sum_gradients, use_global_batchnorm, world)
 from .evaluation import predict, score
 from .lr import StageSchedule, make_schedule
 from .outputs import build_model_for_run, write_final_outputs, write_predictions
@@ -43,6 +45,25 @@ def resolve_device(name: str) -> torch.device:
             return ray.train.torch.get_device()  # the GPU Ray assigned to this worker
         return torch.device("cpu")
     return torch.device(name)
+
+
+def say(message: str) -> None:
+    """One line of progress from a worker. Ray Train (v2) patches ``print`` in workers to go through its
+    logger and, when ``sys.stdout`` is wrapped, to the stream as well, so every line reached the console twice;
+    writing to the process's own stdout (which Ray forwards to the driver) prints it once."""
+    stream = sys.__stdout__ or sys.stdout
+    stream.write(message + "\n")
+    stream.flush()
+
+
+def quiet_ray_train_reports() -> None:
+    """Ray Train (v2) logs every ``ray.train.report`` call at INFO, with all metrics, on the driver's console
+    (hundreds of long lines per run). Keep it for warnings; our own progress lines say the same, once."""
+    try:
+        from ray.train.v2._internal.execution import context as ray_context
+    except ImportError:  # another Ray version: nothing to quiet
+        return
+    logging.getLogger(ray_context.__file__).setLevel(logging.WARNING)
 
 
 def step_seed(seed: int, step: int, pos: int, rank: int) -> int:
@@ -74,6 +95,7 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = Config.from_dict(config["cfg"])
     run = config["run"]
     rank, size = world()
+    quiet_ray_train_reports()
     device = resolve_device(cfg.train.device)
     torch.set_num_threads(cfg.train.threads or max(1, int(cfg.ray.cpus_per_worker)))
     run_dir = Path(run["dir"])
@@ -92,7 +114,8 @@ def train_loop_per_worker(config: dict) -> None:
     model = build_model_for_run(cfg, datas).to(device)
     # requires_grad and the optimiser's groups; transfer modes train the one new corpus, scratch/finetune all
     groups = set_mode(model, cfg.train.mode, None if cfg.train.mode in ("scratch", "finetune") else names[0])
-    if size > 1:
+    sync_bn = size > 1 and cfg.ray.sync_batchnorm
+    if sync_bn:
         use_global_batchnorm(model)  # BN statistics over the union batch of all ranks
     finetune = cfg.train.mode in ("finetune", "head")
     opt = torch.optim.SGD(groups, lr=cfg.optim.stage_lr(0, finetune), momentum=cfg.optim.momentum,
@@ -112,7 +135,7 @@ def train_loop_per_worker(config: dict) -> None:
         if state["plateau"]:
             sched.__dict__.update(state["plateau"])
         if log:
-            print(f"[train] resumed at step {state['step']} from {ckpt.path}", flush=True)
+            say(f"[train] resumed at step {state['step']} from {ckpt.path}")
     broadcast_state(model)  # like DDP at start-up: every rank continues from rank 0's exact tensors
     loaders = {n: train_loader(datas[n], cfg.data, rank, size, state["positions"].get(n)) for n in names}
     rounds = RoundRobinSchedule(names, seed=cfg.data.seed, shuffle=cfg.train.shuffle_rounds)
@@ -157,10 +180,14 @@ def train_loop_per_worker(config: dict) -> None:
         for m in live:
             m.momentum = m._saved_momentum
             del m._saved_momentum
+        if not sync_bn:
+            average_batchnorm_stats(model)  # local BN: every rank recalibrated on its own batches
 
     def evaluate_dev() -> dict[str, float]:
         """Dev UAR/WA of every corpus; on a new best, test predictions and the model are kept for that corpus."""
         out = {}
+        if not sync_bn:
+            average_batchnorm_stats(model)  # local BN: ranks' running statistics differ until averaged
         for n in names:
             if cfg.train.bn_recalibration_batches:
                 recalibrate_bn(n)
@@ -189,6 +216,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     def checkpoint(metrics: dict) -> None:
         """Full state; rank 0 writes it and every rank reports (Ray needs all ranks to report)."""
+        if not sync_bn:
+            average_batchnorm_stats(model)
         assert_ranks_agree(bn_state_digest(model), "BatchNorm running statistics")
         state.update(step=step, positions={n: loaders[n].state() for n in names},
                      plateau=None if multi else sched.state())
@@ -240,10 +269,10 @@ def train_loop_per_worker(config: dict) -> None:
             done = sched.done
             lr = set_lr()
             if log and event in ("drop", "stop"):
-                print(f"[train] epoch {sched.epochs}: {event} (best dev UAR {sched.best:.4f})", flush=True)
+                say(f"[train] epoch {sched.epochs}: {event} (best dev UAR {sched.best:.4f})")
         if metrics and log:
             log.log_metrics(metrics, step)
-            print(f"[train] step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()), flush=True)
+            say(f"[train] step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
         periodic = (step % cfg.train.checkpoint_every == 0) if multi else \
             (epoch_end and sched.epochs % cfg.train.checkpoint_every == 0)
         if periodic and not done:  # Tune needs its metric in every report: the last evaluation, or one now
@@ -252,6 +281,8 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report({"step": step, **metrics})  # every evaluation reaches Tune's schedulers
 
     # [7] final: test predictions of the last model, bundles, artifacts ------------------------------------------
+    if not sync_bn:
+        average_batchnorm_stats(model)
     final = {"step": step, "train_utt_per_s": seen * size / max(train_time, 1e-9), "train_seconds": train_time,
              "loop_seconds": time.time() - loop_start, **metrics}
     for n in names:

@@ -4,7 +4,8 @@ Two real processes with a gloo process group run the training loop's own ``train
 normalisation, summed gradients, global BatchNorm); a single process runs the same steps on the concatenated
 batches. Shared parameters, per-corpus parameters and BN running statistics must agree to 1e-5. One scenario
 gives rank 1 no samples of corpus B, and a negative control shows that averaging gradients over the world
-size (instead of over the ranks that computed them) is caught.
+size (instead of over the ranks that computed them) is caught. The local-BN option (``ray.sync_batchnorm=false``)
+is checked for what it promises instead: ranks' BN statistics agree after the loop's averaging.
 """
 
 from __future__ import annotations
@@ -87,12 +88,17 @@ def _run(rank: int, world: int, port: int, empty_b: bool, reduction: str, dtype:
 
         loop.sum_gradients = averaged
     model, opt, trainable = _fresh()
-    D.use_global_batchnorm(model)
+    if reduction != "local-bn":
+        D.use_global_batchnorm(model)
     model.train()
     for corpus, batch in _union_batches(1, rounds):
         train_step(model, opt, trainable, _split(batch, rank, corpus, empty_b), corpus, _weights(corpus), "cpu")
     if rank == 0:
         out["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+    if reduction == "local-bn":  # ray.sync_batchnorm=false: what the loop does before evaluations and checkpoints
+        out[f"before{rank}"] = {k: v.clone() for k, v in model.state_dict().items()}
+        D.average_batchnorm_stats(model)
+        out[f"after{rank}"] = {k: v.clone() for k, v in model.state_dict().items()}
     dist.destroy_process_group()
 
 
@@ -113,11 +119,11 @@ def _reference(dtype: str, rounds: int) -> dict:
         torch.set_default_dtype(old)
 
 
-def _distributed(empty_b: bool, dtype: str, rounds: int, reduction: str = "sum") -> dict:
+def _distributed(empty_b: bool, dtype: str, rounds: int, reduction: str = "sum", everything: bool = False) -> dict:
     with mp.Manager() as m:
         out = m.dict()
         mp.spawn(_run, args=(2, _free_port(), empty_b, reduction, dtype, rounds, out), nprocs=2, join=True)
-        return dict(out["state"])
+        return dict(out) if everything else dict(out["state"])
 
 
 def _max_diff(a: dict, b: dict) -> dict[str, float]:
@@ -148,3 +154,20 @@ def test_two_workers_equal_one_worker_on_the_union(empty_b, dtype, rounds, tol):
 def test_averaging_over_the_world_size_is_caught():
     ref, wrong = _reference("float32", 1), _distributed(True, "float32", 1, reduction="average")
     assert max(_max_diff(ref, wrong).values()) > 1e-3
+
+
+def test_local_batchnorm_ranks_agree_after_averaging():
+    """ray.sync_batchnorm=false: each rank's BN statistics come from its own batch, so they differ after a step;
+    the average the loop takes before every evaluation and checkpoint makes them agree (and is their mean),
+    while the parameters agree throughout (gradients are still summed over the ranks)."""
+    out = _distributed(False, "float32", 1, reduction="local-bn", everything=True)
+    b0, b1, a0, a1 = out["before0"], out["before1"], out["after0"], out["after1"]
+    stats = [k for k in b0 if k.endswith(("running_mean", "running_var"))]
+    params = [k for k in b0 if k not in stats and not k.endswith("num_batches_tracked")]
+    assert stats and params
+    assert max(float((b0[k] - b1[k]).abs().max()) for k in stats) > 1e-4  # ranks saw different batches
+    for k in stats:
+        assert torch.equal(a0[k], a1[k]), k
+        assert torch.allclose(a0[k], (b0[k] + b1[k]) / 2, atol=1e-7), k
+    for k in params:
+        assert torch.equal(b0[k], b1[k]), k
