@@ -92,6 +92,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
 
     # [1] config, rank, device ---------------------------------------------------------------------------------
+    entered = time.time()  # setup/loop/final seconds in the final metrics say where a run's time went
     cfg = Config.from_dict(config["cfg"])
     run = config["run"]
     rank, size = world()
@@ -283,8 +284,9 @@ def train_loop_per_worker(config: dict) -> None:
     # [7] final: test predictions of the last model, bundles, artifacts ------------------------------------------
     if not sync_bn:
         average_batchnorm_stats(model)
+    loop_end = time.time()
     final = {"step": step, "train_utt_per_s": seen * size / max(train_time, 1e-9), "train_seconds": train_time,
-             "loop_seconds": time.time() - loop_start, **metrics}
+             "loop_seconds": loop_end - loop_start, "setup_seconds": loop_start - entered, **metrics}
     for n in names:
         test = eval_stream(datas[n], "test", cfg.data, rank, size)
         if test is None:
@@ -305,4 +307,6 @@ def train_loop_per_worker(config: dict) -> None:
         final["tracking_ok"] = 0.0 if log.error else 1.0
         if log.error:
             (run_dir / "tracking_error.txt").write_text(log.error + "\n")
+    # final test predictions, bundles and their upload (the final checkpoint itself is not counted)
+    final["final_seconds"] = time.time() - loop_end
     checkpoint(final)
