@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from helpers import write_tone
+from emonet_testkit import write_tone
 
 from emonet_dist.config import PrepareConfig, ShardConfig
 from emonet_dist.corpora.prepare import prepare_corpus

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import write_tone
+from emonet_testkit import write_tone
 
 from emonet_dist.bundles import load_bundle, save_backbone, write_bundle
 from emonet_dist.cli import main

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from emonet_testkit import free_port
 
 pytestmark = pytest.mark.slow
 
 TINY = ["model.stem_width=4", "model.base_width=8", "model.pooling.units=16", "model.head.hidden=16",
         "data.batch_size=8", "data.max_seconds=1.5", "optim.stages=1", "train.steps_per_stage=4",
         "train.eval_every=4", "train.checkpoint_every=4", "train.max_epochs=2", "train.patience=1"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(base: str, path: str, **params) -> dict:
@@ -44,7 +38,7 @@ def _post(base: str, path: str, body: dict) -> dict:
 
 @pytest.fixture()
 def mlflow_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     store = tmp_path / "server"
     store.mkdir()
     proc = subprocess.Popen(

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SHARED_DATA, shared_corpus
+from emonet_testkit import SHARED_DATA, shared_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 ROOT = Path(__file__).resolve().parents[1]

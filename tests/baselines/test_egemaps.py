@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import shared_corpus
+from emonet_testkit import shared_corpus
 
 from emonet_dist.baselines import svm
 from emonet_dist.baselines.egemaps import EgemapsConfig, load_corpus, run_egemaps_baseline

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,19 +21,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_helpers import tiny_config
+from emonet_testkit import free_port, tiny_train_dict
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 START, STOP = ROOT / "cluster" / "local" / "start.sh", ROOT / "cluster" / "local" / "stop.sh"
 TIMINGS: dict[str, float] = {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def marked_pids(cluster_id: str) -> set[int]:
@@ -101,8 +94,15 @@ def rest(cluster: dict, path: str, body: dict | None = None) -> dict:
         return json.loads(r.read())
 
 
+def cluster_config(shards: Path, out: Path, name: str) -> dict:
+    """The tiny end-to-end run, logged to its own experiment on the cluster's MLflow server."""
+    cfg = tiny_train_dict(shards, out, name)
+    cfg["tracking"] = {"experiment": "cluster-tests"}
+    return cfg
+
+
 def write_spec(path: Path, cluster: dict, shards: Path, out: Path, name: str) -> Path:
-    spec = {"name": name, "description": "demo-sized end-to-end job", "config": tiny_config(str(shards), out, name),
+    spec = {"name": name, "description": "demo-sized end-to-end job", "config": cluster_config(shards, out, name),
             "steps": [{"id": "pretrain", "run": "train"}],
             "runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": cluster["mlflow"]}}}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -103,16 +103,15 @@ def test_a_missing_corpus_behind_a_url_is_a_clear_error(tiny_shards, serve):
 
 @pytest.mark.slow
 def test_training_from_http_matches_training_from_the_directory(cli_synth_shards, serve, tmp_path, ray_local):
-    from cluster_helpers import tiny_config
+    from emonet_testkit import tiny_train_config
     from safetensors.torch import load_file
 
-    from emonet_dist.config import Config
     from emonet_dist.train.launch import run_training
 
     url, requests = serve(cli_synth_shards)
     results = {}
     for where, root in (("local", str(cli_synth_shards)), ("http", url)):
-        cfg = Config.from_dict(tiny_config(root, tmp_path / where, f"url-{where}")).override(
+        cfg = tiny_train_config(root, tmp_path / where, name=f"url-{where}").override(
             "tracking.enabled=false", "data.corpora=[{name: synth2, epoch_mode: resampled}, {name: synth4}]")
         results[where] = run_training(cfg)
     local, remote = results["local"], results["http"]

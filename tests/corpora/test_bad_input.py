@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from helpers import write_tone
+from emonet_testkit import write_tone
 
 from emonet_dist.config import PrepareConfig
 from emonet_dist.corpora.prepare import prepare_corpus

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from helpers import shared_corpus
+from emonet_testkit import shared_corpus
 
 from emonet_dist.config import PrepareConfig
 from emonet_dist.corpora.manifest import read_manifest

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_tone
+from emonet_testkit import write_tone
 
 from emonet_dist.config import PrepareConfig
 from emonet_dist.corpora.labels import harmonise

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import write_tone
+from emonet_testkit import write_tone
 
 from emonet_dist.config import PrepareConfig, ShardConfig
 from emonet_dist.corpora.manifest import read_manifest

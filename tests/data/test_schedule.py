@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from emonet_testkit import free_port
 
 from emonet_dist.data.schedule import RoundRobinSchedule
 
 CORPORA = ["big", "small", "mid", "tiny", "target"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank(rank: int, world: int, port: int, out) -> None:
@@ -33,7 +27,7 @@ def _rank(rank: int, world: int, port: int, out) -> None:
 def test_two_ranks_share_the_schedule():
     with mp.Manager() as m:
         out = m.dict()
-        mp.spawn(_rank, args=(2, _free_port(), out), nprocs=2, join=True)
+        mp.spawn(_rank, args=(2, free_port(), out), nprocs=2, join=True)
         assert dict(out) == {0: True, 1: True}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import write_tone
+from emonet_testkit import write_tone
 
 from emonet_dist.cli import main
 from emonet_dist.config import PrepareConfig, ShardConfig

@@ -7,7 +7,7 @@ import json
 from html.parser import HTMLParser
 
 import pytest
-from conftest import paired
+from emonet_testkit import paired
 from scipy.stats import binomtest, chi2
 from sklearn.metrics import recall_score
 

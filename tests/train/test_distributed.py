@@ -11,12 +11,12 @@ is checked for what it promises instead: ranks' BN statistics agree after the lo
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from emonet_testkit import free_port
 
 from emonet_dist.config import HeadConfig, ModelConfig, PoolingConfig
 from emonet_dist.model.build import build_model
@@ -27,12 +27,6 @@ from emonet_dist.train.loop import train_step
 CFG = ModelConfig(stem_width=4, base_width=8, pooling=PoolingConfig(units=8), head=HeadConfig(hidden=8, dropout=0.0))
 CLASSES = {"A": 3, "B": 2}
 WEIGHTS = {"A": torch.tensor([1.0, 2.0, 0.5]), "B": torch.tensor([1.5, 0.7])}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _union_batches(seed: int, rounds: int) -> list[tuple[str, dict]]:
@@ -122,7 +116,7 @@ def _reference(dtype: str, rounds: int) -> dict:
 def _distributed(empty_b: bool, dtype: str, rounds: int, reduction: str = "sum", everything: bool = False) -> dict:
     with mp.Manager() as m:
         out = m.dict()
-        mp.spawn(_run, args=(2, _free_port(), empty_b, reduction, dtype, rounds, out), nprocs=2, join=True)
+        mp.spawn(_run, args=(2, free_port(), empty_b, reduction, dtype, rounds, out), nprocs=2, join=True)
         return dict(out) if everything else dict(out["state"])
 
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from emonet_dist.config import Config
 from emonet_dist.train.launch import run_training
-from ray_orphans import kill_new_sessions, ray_sessions
+from emonet_testkit import kill_new_sessions, ray_sessions
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ import pytest
 from emonet_dist.config import Config
 from emonet_dist.train.launch import run_training
 from emonet_dist.tuning import run_sweep
-from ray_orphans import kill_new_sessions, ray_sessions
+from emonet_testkit import kill_new_sessions, ray_sessions
 
 pytestmark = pytest.mark.slow
 
