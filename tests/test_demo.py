@@ -11,26 +11,18 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from emonet_testkit import emonet_console_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-def _emonet() -> str:
-    exe = Path(sys.executable).with_name("emonet")
-    return str(exe) if exe.is_file() else (shutil.which("emonet") or pytest.skip("the emonet console script is "
-                                                                                 "not installed (pip install -e .)"))
-
-
 def test_demo_runs_and_adapter_transfer_beats_scratch(tmp_path):
     t0 = time.time()
-    proc = subprocess.run([_emonet(), "demo", "--out", str(tmp_path / "demo")], cwd=tmp_path, text=True,
+    proc = subprocess.run([emonet_console_script(), "demo", "--out", str(tmp_path / "demo")], cwd=tmp_path, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1700)
     out = proc.stdout
     print(f"emonet demo: exit {proc.returncode} after {time.time() - t0:.0f} s")

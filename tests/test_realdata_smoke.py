@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from emonet_testkit import SHARED_DATA, shared_corpus
 
-pytestmark = [pytest.mark.slow, pytest.mark.realdata]
+pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.timeout(1800)]  # the job's own budget: 1500 s
 ROOT = Path(__file__).resolve().parents[1]
 
 

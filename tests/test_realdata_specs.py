@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emonet_dist.errors import ConfigError
+from emonet_dist.errors import ConfigError, CorpusError
 from emonet_dist.submit import check_shared_paths, load_spec
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
@@ -48,7 +48,7 @@ def test_group_selection_and_bad_references_are_refused(tmp_path):
     spec = tmp_path / "x.job.yaml"
     spec.write_text("extends: " + str(JOBS / "realdata.job.yaml") + "\nsteps:\n"
                     "  - {id: p, run: prepare, recipe: nosuch, raw: /tmp}\n")
-    with pytest.raises(Exception, match="nosuch"):
+    with pytest.raises(CorpusError, match="unknown recipe .nosuch."):
         load_spec(spec)
     spec.write_text("extends: x.job.yaml\n")
     with pytest.raises(ConfigError, match="loops back"):

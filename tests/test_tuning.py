@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -25,7 +24,9 @@ def test_the_shipped_space_parses():
 def test_all_distributions():
     space = parse_space({"optim.lr": "qloguniform(1e-4, 1e-1, 1e-4)", "model.specaugment": "choice([none, aggressive])",
                          "data.batch_size": "randint(8, 33)", "optim.weight_decay": "grid([0.0, 1e-6])"}, BASE)
-    assert space["model.specaugment"] == ("choice", [["none", "aggressive"]])
+    assert space == {"optim.lr": ("qloguniform", [1e-4, 1e-1, 1e-4]),
+                     "model.specaugment": ("choice", [["none", "aggressive"]]),
+                     "data.batch_size": ("randint", [8, 33]), "optim.weight_decay": ("grid", [[0.0, 1e-6]])}
 
 
 @pytest.mark.parametrize("space, needle", [
@@ -53,11 +54,10 @@ def test_objective():
 
 
 def test_bad_space_fails_before_ray_starts(tmp_path):
-    """The CLI refuses the space in about the time it takes to import the package: no Ray, no trial."""
+    """The CLI refuses the space before anything starts: exit 2, the key named, no Ray storage, no trial."""
     (tmp_path / "space.yaml").write_text("optim.lr: loguniform(1e-3, 0.3)\nmodel.pooling.lamda: uniform(0, 1)\n")
     (tmp_path / "cfg.yaml").write_text(BASE.override(f"output_dir={tmp_path}").to_yaml())
-    t0 = time.time()
     res = subprocess.run([sys.executable, "-m", "emonet_dist.cli", "tune", str(tmp_path / "cfg.yaml"), "--space",
                           str(tmp_path / "space.yaml")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "model.pooling.lamda" in res.stderr and "Traceback" not in res.stderr
-    assert not (tmp_path / "ray").exists() and time.time() - t0 < 60
+    assert not (tmp_path / "ray").exists() and not list(tmp_path.glob("sweep-*"))

@@ -285,7 +285,8 @@ def train_loop_per_worker(config: dict) -> None:
     if not sync_bn:
         average_batchnorm_stats(model)
     loop_end = time.time()
-    final = {"step": step, "train_utt_per_s": seen * size / max(train_time, 1e-9), "train_seconds": train_time,
+    # start_step: 0 for a fresh worker group, the checkpoint's step after a restore (shows that one happened)
+    final = {"step": step, "start_step": first_step, "train_utt_per_s": seen * size / max(train_time, 1e-9), "train_seconds": train_time,
              "loop_seconds": loop_end - loop_start, "setup_seconds": loop_start - entered, **metrics}
     for n in names:
         test = eval_stream(datas[n], "test", cfg.data, rank, size)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -89,10 +88,8 @@ def test_end_to_end_on_tiny_corpus(tiny_corpus, tmp_path):
 def test_cli_reuses_the_feature_cache(tiny_corpus, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["baseline", "egemaps", str(tiny_corpus), "--out", str(out), "--jobs", "1", "--name", "a"]) == 0
-    t0 = time.monotonic()
     assert main(["baseline", "egemaps", str(tiny_corpus), "--out", str(out), "--name", "b",
                  "tracking.experiment=baselines"]) == 0
-    warm = time.monotonic() - t0
     text = capsys.readouterr().out
     assert "test_uar_final/tiny" in text and "chosen_c/tiny" in text
     a, b = (json.loads((out / n / "baseline.json").read_text())["corpora"]["tiny"] for n in "ab")
@@ -101,7 +98,6 @@ def test_cli_reuses_the_feature_cache(tiny_corpus, tmp_path, capsys):
         (out / "cache" / "egemaps").resolve()
     assert (out / "a" / "predictions" / "final" / "tiny.csv").read_text() == \
         (out / "b" / "predictions" / "final" / "tiny.csv").read_text()
-    assert warm < 30, f"a cached rerun took {warm:.1f} s"
     # a run name that exists is refused in one line
     assert main(["baseline", "egemaps", str(tiny_corpus), "--out", str(out), "--name", "a"]) == 2
     assert "already exists" in capsys.readouterr().err

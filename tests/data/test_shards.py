@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -83,34 +81,46 @@ def test_flipped_byte_is_caught(tiny_shards, tmp_path, capsys):
     assert "1 problem(s)" in capsys.readouterr().out
 
 
+# `emonet shard` in a subprocess whose process group is SIGKILLed at a point the test controls: right before the
+# fourth shard is started (after three shards and their progress records were written), as a node failure would.
+KILL_AFTER_THREE = r"""
+import os, signal, sys
+import emonet_dist.data.shards as shards
+from emonet_dist.cli import main
+real, calls = shards._write_one, []
+def write_one(task):
+    calls.append(task["rel"])
+    if len(calls) == 4:
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    return real(task)
+shards._write_one = write_one
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_sharding_survives_a_kill(tmp_path):
     raw = tmp_path / "raw"
     lines = ["path,label,speaker"]
-    for i in range(60):  # long 44.1 kHz stereo files: resampling makes each shard take a little while
-        write_tone(raw / f"f{i:02d}.wav", seconds=4.0, sr=44100, channels=2, seed=i)
+    for i in range(12):
+        write_tone(raw / f"f{i:02d}.wav", seconds=1.0, sr=44100, channels=2, seed=i)
         lines.append(f"f{i:02d}.wav,{'ab'[i % 2]},s{i % 6}")
     (raw / "list.csv").write_text("\n".join(lines) + "\n")
     prepare_corpus("csv", raw / "list.csv", tmp_path / "big", PrepareConfig(jobs=1), name="big")
     out = tmp_path / "shards"
-    cmd = [sys.executable, "-m", "emonet_dist.cli", "shard", str(tmp_path / "big"), "--out", str(out),
-           "--samples-per-shard", "1", "--jobs", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    progress = out / "big" / ".progress"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(progress.glob("*-*.json"))) < 3:
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, as a node failure would
-    proc.wait()
-    assert not (out / "big" / "index.json").exists(), "sharding finished before the kill; the test needs more data"
+    args = ["shard", str(tmp_path / "big"), "--out", str(out), "--samples-per-shard", "1", "--jobs", "1"]
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_THREE, *args], capture_output=True, text=True,
+                          timeout=300, start_new_session=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (out / "big" / "index.json").exists()
     finished = {p: p.stat().st_mtime_ns for p in out.glob("big/*/shard-*.tar")}
-    assert 3 <= len(finished) < 60
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert len(finished) == 3
+    res = subprocess.run([sys.executable, "-m", "emonet_dist.cli", *args], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert f"{len(finished)} reused" in res.stderr
+    assert "3 reused" in res.stderr
     for p, mtime in finished.items():  # finished shards were not redone
         assert p.stat().st_mtime_ns == mtime
     checked, problems = verify(out)
-    assert checked == 60 and problems == []
+    assert checked == 12 and problems == []
     assert not list(out.glob("**/*.tmp"))
 
 

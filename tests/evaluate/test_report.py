@@ -70,12 +70,12 @@ def test_report_files_numbers_and_marks(runs, tmp_path):
             continue
         r = rows[corpus]
         assert r["chance"] == pytest.approx(1 / len(cl[corpus])) and r["n"] == len(ids)
-        assert r["baseline_uar"] == pytest.approx(_uar(labels, bp), abs=1e-12)
+        assert r["baseline_uar"] == pytest.approx(_uar(labels, bp), rel=1e-12)
         idx = {c: i for i, c in enumerate(cl[corpus])}
         ref = metrics.scores([idx[x] for x in labels], [idx[x] for x in cp], len(idx))
         cell = r["candidates"]["All"]
-        assert cell["uar"] == pytest.approx(_uar(labels, cp), abs=1e-12) == pytest.approx(ref["uar"], abs=1e-12)
-        assert cell["uar_delta"] == pytest.approx(cell["uar"] - r["baseline_uar"], abs=1e-12)
+        assert cell["uar"] == pytest.approx(_uar(labels, cp), rel=1e-12) == pytest.approx(ref["uar"], rel=1e-12)
+        assert cell["uar_delta"] == pytest.approx(cell["uar"] - r["baseline_uar"], rel=1e-12)
         b = sum(x == t != y for t, x, y in zip(labels, bp, cp))
         c = sum(y == t != x for t, x, y in zip(labels, bp, cp))
         assert (cell["b"], cell["c"], cell["n"]) == (b, c, len(ids))

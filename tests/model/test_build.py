@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 import torch
 
+from emonet_testkit import FP32_REORDERED, assert_close_relative, max_relative_error
+
 from emonet_dist.config import HeadConfig, PoolingConfig
 from emonet_dist.errors import EmonetError
 from emonet_dist.model.build import build_model
@@ -24,8 +26,9 @@ def test_padding_leaves_pooled_vectors_and_logits_unchanged(tiny_cfg, randomized
         alone_logits = torch.cat([model(u[None], torch.tensor([len(u)]), "a") for u in utts])
         for extra, pad_value in [(0, 0.0), (1, 0.0), (255, 0.0), (257, 0.0), (2048, 0.0), (5000, 0.0), (700, 0.3)]:
             waves, lens, _ = make_waves(lengths, extra=extra, pad_value=pad_value)
-            torch.testing.assert_close(model.embed(waves, lens, "a"), alone_pooled, rtol=0, atol=1e-5)
-            torch.testing.assert_close(model(waves, lens, "a"), alone_logits, rtol=0, atol=1e-5)
+            # one utterance alone and a padded batch of five run different CPU kernels: rounding only
+            assert_close_relative(model.embed(waves, lens, "a"), alone_pooled, FP32_REORDERED, f"pooled, +{extra}")
+            assert_close_relative(model(waves, lens, "a"), alone_logits, FP32_REORDERED, f"logits, +{extra}")
 
 
 def test_without_the_backbone_masks_padding_would_change_the_output(tiny_cfg, randomized, make_waves, monkeypatch):
@@ -39,7 +42,7 @@ def test_without_the_backbone_masks_padding_would_change_the_output(tiny_cfg, ra
     waves, lens, _ = make_waves(lengths, extra=2048)
     with torch.no_grad():
         alone = torch.cat([model.embed(u[None], torch.tensor([len(u)]), "a") for u in utts])
-        assert (model.embed(waves, lens, "a") - alone).abs().max() > 1e-3
+        assert max_relative_error(model.embed(waves, lens, "a"), alone) > 100 * FP32_REORDERED
 
 
 def test_add_corpus_leaves_other_corpora_untouched(tiny_cfg, randomized, make_waves):
@@ -95,6 +98,7 @@ def test_init_from_starts_a_corpus_with_the_source_function(tiny_cfg, randomized
     model = randomized(build_model(tiny_cfg(), {"src": 4})).eval()
     model.add_corpus("new", 3, init_from="src")
     waves, lengths, _ = make_waves([5000, 3000])
+    # exact: the same kernels on the same input with copied weights
     torch.testing.assert_close(model.embed(waves, lengths, "new"), model.embed(waves, lengths, "src"), rtol=0, atol=0)
     model.add_corpus("fresh", 3)
     assert not torch.allclose(model.embed(waves, lengths, "fresh"), model.embed(waves, lengths, "src"))
@@ -131,4 +135,4 @@ def test_unfused_and_fused_models_agree(tiny_cfg, randomized, make_waves):
     unfused = build_model(dataclasses.replace(fused.cfg, fuse_adapters=False), {"a": 4}).eval()
     unfused.load_state_dict(fused.state_dict())
     waves, lengths, _ = make_waves([5000, 3000])
-    torch.testing.assert_close(fused(waves, lengths, "a"), unfused(waves, lengths, "a"), rtol=1e-5, atol=1e-5)
+    assert_close_relative(fused(waves, lengths, "a"), unfused(waves, lengths, "a"), FP32_REORDERED, "fused vs unfused")

@@ -20,6 +20,7 @@ def test_frontend_matches_torchaudio_melspectrogram_and_has_no_trainable_weights
     ref = torch.log(ref.clamp_min(cfg.log_floor))
     assert x.shape == (2, 1, 64, 1 + 8000 // 256) and x.dtype == torch.float32
     for i in range(2):
+        # exact: the frontend runs this very torchaudio transform on the same batch
         torch.testing.assert_close(x[i, 0, :, : n[i]], ref[i, :, : n[i]], rtol=0, atol=0)
         assert (x[i, 0, :, n[i]:] == 0).all()  # padded frames hold the conv padding value
     assert list(frontend.parameters()) == []
@@ -33,7 +34,7 @@ def test_valid_frames_are_exactly_those_unaffected_by_what_follows(make_waves):
         noise, _, _ = make_waves([length, 9000], seed=1, pad_value=0.7)
         (xz, n), (xn, _) = frontend(zeros, lengths), frontend(noise, lengths)
         assert n[0] == (length - 256) // 256 + 1
-        torch.testing.assert_close(xz, xn, rtol=0, atol=0)  # whatever the padding holds
+        torch.testing.assert_close(xz, xn, rtol=0, atol=0)  # exact: same kernels, padding masked, not added
         # One frame more would read past the utterance, so it must differ with the padding content.
         full_z = torch.log(frontend.melspec(zeros).clamp_min(1e-6))
         full_n = torch.log(frontend.melspec(noise).clamp_min(1e-6))
@@ -89,6 +90,7 @@ def test_specaugment_is_identity_in_eval_mode_and_for_policy_none():
     frontend = LogMelFrontend(FrontendConfig(), "aggressive").eval()
     waves = torch.randn(2, 8000) * 0.1
     lengths = torch.tensor([8000, 6000])
+    # exact: in eval mode SpecAugment is the identity, so both run the same operations
     torch.testing.assert_close(frontend(waves, lengths)[0], LogMelFrontend(FrontendConfig())(waves, lengths)[0], rtol=0, atol=0)
 
 

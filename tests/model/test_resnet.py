@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 import torch
 
+from emonet_testkit import FP32_REORDERED, assert_close_relative, max_relative_error
+
 from emonet_dist.model.build import build_model
 from emonet_dist.model.resnet import halve_frames
 
@@ -40,11 +42,12 @@ def test_zero_adapters_equal_the_plain_resnet(tiny_cfg, randomized, make_waves, 
     for m in (adapted, plain):  # dropout off, so train mode compares the BN batch-statistics path
         m.heads["a"].dropout.p = 0.0
     waves, lengths, _ = make_waves([7000, 4000, 5500])
-    torch.testing.assert_close(adapted(waves, lengths, "a"), plain(waves, lengths, "a"), rtol=0, atol=1e-6)
+    # adding zero-weight 1x1 convolutions changes the kernels (fused weights), not the function
+    assert_close_relative(adapted(waves, lengths, "a"), plain(waves, lengths, "a"), FP32_REORDERED, "zero adapters")
     # And non-zero adapters do change the function.
     with torch.no_grad():
         adapted.backbone.stem.adapters["a"].weight.fill_(0.5)
-    assert not torch.allclose(adapted(waves, lengths, "a"), plain(waves, lengths, "a"), atol=1e-3)
+    assert max_relative_error(adapted(waves, lengths, "a"), plain(waves, lengths, "a")) > 100 * FP32_REORDERED
 
 
 def test_channels_last_and_nchw_compute_the_same(tiny_cfg, randomized, make_waves):
@@ -54,7 +57,7 @@ def test_channels_last_and_nchw_compute_the_same(tiny_cfg, randomized, make_wave
     waves, lengths, _ = make_waves([6000, 4100])
     feats, _ = a.encode(waves, lengths, "a")
     assert feats.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(a(waves, lengths, "a"), b(waves, lengths, "a"), rtol=1e-5, atol=1e-5)
+    assert_close_relative(a(waves, lengths, "a"), b(waves, lengths, "a"), FP32_REORDERED, "channels_last vs NCHW")
 
 
 def test_odd_mel_counts_keep_shortcut_and_conv_shapes_aligned(tiny_cfg, make_waves):

@@ -16,35 +16,23 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+from emonet_testkit import (assert_equal_nonempty, final_tensors, kill_new_sessions, ray_sessions, run_scores,
+                            same_tensors, tiny_train_config)
 
-from emonet_dist.config import Config
 from emonet_dist.train.launch import run_training
-from emonet_testkit import kill_new_sessions, ray_sessions
 
 pytestmark = pytest.mark.slow
 
 
-def tiny_cfg(shards: Path, out: Path, *overrides: str) -> Config:
-    return Config().override(
-        f"output_dir={out}", f"data.shards={shards}", "name=tiny",
-        "data.corpora=[{name: synth2}, {name: synth4}]", "data.batch_size=8", "data.max_seconds=1.5",
-        "data.num_workers=0", "model.stem_width=4", "model.base_width=8", "model.pooling.units=16",
-        "model.head.hidden=16", "optim.stages=2", "train.steps_per_stage=6", "train.eval_every=4",
-        "train.checkpoint_every=2", "train.log_every=1", "ray.num_workers=2", "tracking.experiment=tests",
-        *overrides)
+tiny_cfg = tiny_train_config  # synth2 + synth4, 2 stages of 6 steps, checkpoints every 2 steps, 2 workers
+SCORES = {"dev_uar/synth2", "dev_uar/synth4", "dev_uar_mean", "test_uar_final/synth2", "test_uar_final/synth4",
+          "test_uar_best/synth2", "test_uar_best/synth4"}
 
 
-def _tensors(run_dir: Path) -> dict:
-    return load_file(str(run_dir / "final" / "model.safetensors"))
-
-
-def _same_tensors(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
-
-
-def _scores(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k.startswith(("test_uar", "dev_uar"))}
+def _same_scores(got: dict, ref: dict) -> None:
+    """The runs' dev and test UARs are equal, and they are the ones this test expects to compare."""
+    assert SCORES <= run_scores(ref).keys(), sorted(run_scores(ref))
+    assert_equal_nonempty(run_scores(got), run_scores(ref), "dev/test UARs")
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +46,18 @@ def test_same_seed_gives_identical_parameters(reference, synth_shards):
     ref, out = reference
     again = run_training(tiny_cfg(synth_shards, out))
     assert again.name != ref.name  # a new run, not a silent resume of the old one
-    assert _same_tensors(_tensors(ref.dir), _tensors(again.dir))
-    assert _scores(again.metrics) == _scores(ref.metrics)
+    assert same_tensors(final_tensors(ref.dir), final_tensors(again.dir))
+    _same_scores(again.metrics, ref.metrics)
 
 
 def _kill_rank_after_first_checkpoint(storage: Path, run_name_prefix: str, out: Path, rank: int, killed: list):
+    """SIGKILL a rank once a checkpoint is certainly registered with Ray: the second complete checkpoint directory
+    is only written after the first report returned, so the first is on record whatever the timing."""
     deadline = time.time() + 300
     while time.time() < deadline:
-        ckpts = list(storage.glob(f"{run_name_prefix}*/checkpoint_*"))
+        ckpts = [c for c in storage.glob(f"{run_name_prefix}*/checkpoint_*") if (c / "state.json").is_file()]
         pids = list(out.glob(f"{run_name_prefix}*/workers/rank{rank}.pid"))
-        if ckpts and pids:
+        if len(ckpts) >= 2 and pids:
             pid = int(pids[0].read_text())
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
@@ -87,9 +77,14 @@ def test_killed_worker_restores_from_checkpoint_and_matches(reference, synth_sha
     assert killed, "the worker was never killed"
     # the restarted worker group wrote new pid files: rank 1 is a different process now
     assert int((result.dir / "workers" / "rank1.pid").read_text()) != killed[0]
+    # the restarted group began at a checkpoint's step (one at least as late as the checkpoint the kill waited
+    # for; checkpoints every 2 steps), not at 0: the run was restored, not rerun from the start
+    start = result.metrics["start_step"]
+    assert start >= 2 and start % 2 == 0, start
+    assert ref.metrics["start_step"] == 0
     # restoring from the checkpoint (data position, optimiser, BN statistics, RNG by step) is exact
-    assert _scores(result.metrics) == _scores(ref.metrics)
-    assert _same_tensors(_tensors(ref.dir), _tensors(result.dir))
+    _same_scores(result.metrics, ref.metrics)
+    assert same_tensors(final_tensors(ref.dir), final_tensors(result.dir))
 
 
 def _checkpoints(storage):
@@ -97,6 +92,7 @@ def _checkpoints(storage):
     return [c for c in storage.glob("stopped-*/checkpoint_*") if (c / "state.json").is_file()]
 
 
+@pytest.mark.timeout(1200)  # up to 300 s to the first checkpoint, then up to 600 s to resume
 def test_resume_continues_at_the_step_where_it_stopped(reference, synth_shards, tmp_path):
     ref, _ = reference
     cfg = tiny_cfg(synth_shards, tmp_path, "name=stopped")
@@ -121,7 +117,9 @@ def test_resume_continues_at_the_step_where_it_stopped(reference, synth_shards, 
     assert resumed_at and resumed_at[0] == max(ckpt_steps) and resumed_at[0] < 12
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "FINISHED" and info["metrics"]["step"] == 12
-    assert _scores(info["metrics"]) == _scores(ref.metrics)
+    assert info["metrics"]["start_step"] == resumed_at[0]
+    _same_scores(info["metrics"], ref.metrics)
+    assert same_tensors(final_tensors(ref.dir), final_tensors(run_dir))  # the resumed run ends where the reference does
 
 
 def test_adapter_transfer_leaves_shared_weights_bit_identical(reference, tmp_path):
@@ -131,7 +129,7 @@ def test_adapter_transfer_leaves_shared_weights_bit_identical(reference, tmp_pat
     cfg = transfer_config(str(ref.dir), "synth_target", "adapters",
                           ["train.patience=1", "train.max_epochs=2", f"output_dir={tmp_path}"])
     result = run_training(cfg)
-    before, after = _tensors(ref.dir), _tensors(result.dir)
+    before, after = final_tensors(ref.dir), final_tensors(result.dir)
     new = [k for k in after if k not in before]
     assert new and all("synth_target" in k for k in new)  # only the new corpus was added
     for k, v in before.items():  # shared weights and the pretrained corpora: bit-identical

@@ -1,7 +1,8 @@
 """Ray Tune sweeps end to end: ASHA stops trials, MLflow parent/child runs, best config reproduces, resume.
 
-Tiny model and few steps; every trial trains with 2 Ray Train workers (fractional CPUs so that two trials
-fit on two cores).
+Tiny model and few steps; every trial trains with 2 Ray Train workers. Trials run one at a time, so which trial
+reaches ASHA's first rung first (and is compared with what) does not depend on scheduling: the outcome is fixed
+by the order of the grid.
 """
 
 from __future__ import annotations
@@ -16,27 +17,25 @@ from pathlib import Path
 
 import pytest
 
+from emonet_testkit import kill_new_sessions, ray_sessions, tiny_train_config
+
 from emonet_dist.config import Config
 from emonet_dist.train.launch import run_training
 from emonet_dist.tuning import run_sweep
-from emonet_testkit import kill_new_sessions, ray_sessions
 
 pytestmark = pytest.mark.slow
 
-# good learning rates first: with two trials at a time, the later (bad) ones reach ASHA's first rung behind
-# better results and are stopped there
-SPACE = {"optim.lr": "grid([0.1, 0.05, 1e-5, 2e-5, 3e-5])", "model.pooling.lam": "uniform(0.0, 1.0)"}
+# The good learning rate first: run one at a time, the later (bad) trials reach ASHA's first rung (step 8) behind
+# its recorded result and are stopped there; the first trial has nothing to be compared with and runs to the end.
+LRS = [0.1, 1e-5, 2e-5]
+SPACE = {"optim.lr": f"grid({LRS})", "model.pooling.lam": "uniform(0.0, 1.0)"}
 
 
 def sweep_cfg(shards: Path, out: Path) -> Config:
-    return Config().override(
-        f"output_dir={out}", f"data.shards={shards}", "name=sweep", "seed=1",
-        "data.corpora=[{name: synth2}, {name: synth4}]", "data.batch_size=8", "data.max_seconds=1.5",
-        "data.num_workers=0", "model.stem_width=4", "model.base_width=8", "model.pooling.units=16",
-        "model.head.hidden=16", "optim.stages=1", "train.steps_per_stage=24", "train.eval_every=4",
-        "train.checkpoint_every=8", "train.log_every=4", "ray.num_workers=2", "ray.cpus_per_worker=0.45",
-        "tune.num_samples=1", "tune.max_concurrent=2", "tune.grace_period=8", "tune.reduction_factor=3",
-        "tracking.experiment=sweeps")
+    return tiny_train_config(
+        shards, out, "name=sweep", "seed=1", "optim.stages=1", "train.steps_per_stage=24", "train.eval_every=4",
+        "train.checkpoint_every=8", "train.log_every=4", "ray.cpus_per_worker=0.45", "tune.num_samples=1",
+        "tune.max_concurrent=1", "tune.grace_period=8", "tune.reduction_factor=3", "tracking.experiment=sweeps")
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +47,12 @@ def sweep(synth_shards, tmp_path_factory, ray_local):
 def test_sweep_finishes_with_an_early_stop_and_two_workers_per_trial(sweep):
     summary, out = sweep
     rows = summary["trials"]
-    assert len(rows) == 5 and all(r["status"] == "TERMINATED" for r in rows)
-    assert any(r["stopped_early"] for r in rows), rows
-    assert any(not r["stopped_early"] for r in rows)
+    assert len(rows) == len(LRS) and all(r["status"] == "TERMINATED" for r in rows)
+    by_lr = {float(r["optim.lr"]): r for r in rows}
+    assert sorted(by_lr) == sorted(LRS)
+    assert not by_lr[0.1]["stopped_early"] and by_lr[0.1]["steps"] == 24, rows  # ran to the end
+    for lr in LRS[1:]:  # behind the first trial's result at the rung: stopped there
+        assert by_lr[lr]["stopped_early"] and by_lr[lr]["steps"] < 24, rows
     for r in rows:  # each trial's training run had ranks 0 and 1
         run_dir = next(out.glob(f"*{r['trial']}"))
         assert {p.name for p in (run_dir / "workers").iterdir()} == {"rank0.pid", "rank1.pid"}
@@ -68,9 +70,9 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(sweep):
     assert parent.info.status == "FINISHED" and parent.data.metrics["best_objective"] == summary["best"]["objective"]
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 5
+    assert len(children) == len(LRS)
     lrs = sorted(float(c.data.params["optim.lr"]) for c in children)
-    assert lrs == sorted([0.1, 0.05, 1e-5, 2e-5, 3e-5])
+    assert lrs == sorted(LRS)
     for c in children:
         assert c.data.tags["sweep"] == summary["name"] and "dev_uar_mean" in c.data.metrics
         assert len(client.get_metric_history(c.info.run_id, "dev_uar_mean")) >= 2
@@ -85,6 +87,7 @@ def test_best_config_reproduces_the_best_trial(sweep):
     assert abs(result.metrics["dev_uar_mean"] - summary["best"]["objective"]) <= 0.01
 
 
+@pytest.mark.timeout(1800)  # up to 600 s for a first trial to finish, then up to 900 s to resume
 def test_killed_sweep_resumes_without_rerunning_finished_trials(synth_shards, tmp_path):
     cfg = sweep_cfg(synth_shards, tmp_path).override("tune.max_concurrent=1", "tune.scheduler=none")
     (tmp_path / "cfg.yaml").write_text(cfg.to_yaml())
@@ -104,6 +107,8 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(synth_shards, tm
         time.sleep(0.5)
     done = {p: (p / "run.json").stat().st_mtime_ns for p in finished()}
     assert done, "no trial finished before the deadline"
+    # the kill interrupts the sweep: the driver is still running and not every trial has finished
+    assert proc.poll() is None and len(done) < 3, (proc.poll(), len(done))
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep driver and the local Ray it started
     proc.wait()
     kill_new_sessions(before)  # the local Ray it started outlives it in its own session
@@ -115,4 +120,5 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(synth_shards, tm
     assert len(summary["trials"]) == 3 and all(r["status"] == "TERMINATED" for r in summary["trials"])
     for run_dir, mtime in done.items():  # finished trials were not run again
         assert (run_dir / "run.json").stat().st_mtime_ns == mtime
-    assert len(list(tmp_path.glob("sweep-sweep-*/run.json"))) == 3
+    runs = list(tmp_path.glob("sweep-sweep-*/run.json"))
+    assert len(runs) == 3 and all(json.loads(p.read_text())["status"] == "FINISHED" for p in runs)
