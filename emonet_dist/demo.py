@@ -2,7 +2,7 @@
 
 1. build the synthetic corpora (reused when already built with the same seed);
 2. shard them (finished shards are reused);
-3. multi-corpus pretraining with 2 Ray workers (``jobs/demo.yaml``);
+3. multi-corpus pretraining with 2 Ray workers (``emonet_dist/specs/demo.yaml``, also ``jobs/demo.yaml``);
 4. adapter transfer and a scratch baseline on the held-out ``synth_target`` corpus (same schedule for both);
 5. the significance report (McNemar, Table 4 and the Figure-7 heatmap), all in MLflow.
 
@@ -25,9 +25,11 @@ TRANSFER = ("train.patience=5", "train.max_epochs=40", "train.checkpoint_every=1
 
 
 def demo_config_path() -> Path:
-    path = Path(__file__).resolve().parents[1] / "jobs" / "demo.yaml"
+    """The demo's training config, shipped inside the package (``jobs/demo.yaml`` in a checkout links to it), so
+    ``emonet demo`` works from any install and any directory."""
+    path = Path(__file__).resolve().parent / "specs" / "demo.yaml"
     if not path.is_file():
-        raise EmonetError(f"{path} not found: run the demo from a checkout installed with `pip install -e .`")
+        raise EmonetError(f"{path} is missing from the installed package; reinstall emonet-dist")
     return path
 
 
