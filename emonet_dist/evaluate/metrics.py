@@ -36,7 +36,3 @@ def scores(y_true, y_pred, num_classes: int) -> dict:
     return {"uar": float(np.nanmean(rec)), "wa": float((y_true == y_pred).mean()), "recall": rec.tolist(),
             "confusion": cm.tolist(), "n": int(y_true.size)}
 
-
-def chance_uar(num_classes: int) -> float:
-    """UAR of a constant or random classifier."""
-    return 1.0 / num_classes

@@ -96,12 +96,6 @@ class ResNet(nn.Module):
         self.final_bn = CorpusDict(functools.partial(nn.BatchNorm2d, cin))
         self.out_channels = cin
 
-    def output_frames(self, n_frames: Tensor) -> Tensor:
-        """Valid output frames ``(B,)`` for ``n_frames (B,)`` valid input frames."""
-        for _ in self.stacks:
-            n_frames = halve_frames(n_frames)
-        return n_frames
-
     def forward(self, x: Tensor, n_frames: Tensor, key: str) -> tuple[Tensor, Tensor]:
         """
         Args:

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..model.weights import load_model as _load_model
 from ..model.weights import save_model
 
 STATE = "state.json"
@@ -46,11 +45,6 @@ def save_checkpoint(path: str | Path, model, optimizer: torch.optim.Optimizer, s
 
 def read_state(path: str | Path) -> dict:
     return json.loads((Path(path) / STATE).read_text())
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu"):
-    """The model saved in a checkpoint directory, on ``device``."""
-    return _load_model(Path(path) / "model", device=device)
 
 
 def restore_model(path: str | Path, model) -> None:
