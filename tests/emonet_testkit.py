@@ -245,3 +245,31 @@ def uar_from_predictions(csv_path: str | Path) -> float:
     assert rows, f"{csv_path} has no predictions"
     labels = sorted({r["label"] for r in rows})
     return float(np.mean([np.mean([r["prediction"] == c for r in rows if r["label"] == c]) for c in labels]))
+
+
+# [7] listening sockets -----------------------------------------------------------------------------------------
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}  # v4, v4-mapped, ::1
+
+
+def listening_sockets(pids) -> list[tuple[int, str, int]]:
+    """``(pid, address hex as /proc/net shows it, port)`` of every listening TCP socket the processes hold."""
+    inodes = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            cols = row.split()
+            if cols[3] == "0A":  # LISTEN
+                addr, port = cols[1].split(":")
+                inodes[cols[9]] = (addr, int(port, 16))
+    out = []
+    for pid in pids:
+        try:
+            links = [os.readlink(f) for f in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        out += [(pid, *inodes[ln[8:-1]]) for ln in links if ln.startswith("socket:[") and ln[8:-1] in inodes]
+    return out
+
+
+def session_pids(session: str) -> set[int]:
+    """Processes whose command line names a Ray session (GCS, raylet, agents, workers of that instance)."""
+    return {pid for pid, cmd in _cmdlines() if session in cmd}

@@ -65,22 +65,64 @@ def init_ray(cfg: Config) -> None:
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, runtime_env=env, log_to_driver=True)
     else:
+        # A Ray instance of our own serves this process only: every port on loopback (node IP 127.0.0.1; Ray binds
+        # its GCS, raylet, object manager, agents and workers to the node IP) and token authentication, as
+        # cluster/local/start.sh does for a shared one.
+        _use_private_token()
         # gloo must use loopback: the host name may resolve to 127.0.1.1 or to an interface that is down.
         env["env_vars"]["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
         # Ray Train's placement-group cleaner finds its cluster by auto-detection, which fails when another Ray
         # instance runs on the machine (and the workers' resources then leak). Fixing the GCS port lets every
         # actor of this job be told the address.
         port = _free_port()
-        env["env_vars"]["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"
+        env["env_vars"]["RAY_ADDRESS"] = f"127.0.0.1:{port}"
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+        # Single-node mode, the mode Ray uses on macOS and Windows: the node IP is loopback and Ray's servers bind
+        # to it. Ray 2.60 reads the switch when it is imported, so the module constant is set for this call (the
+        # instance's processes get the environment variable); both are restored afterwards, so that a later
+        # ray.init(address=...) to a real cluster in this process is unaffected.
+        import ray._private.ray_constants as ray_constants
+
+        cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         try:
             # address="local": a new instance even when a `ray start` cluster runs on this machine (joining one
             # is what --address / ray.address is for). The dashboard, on loopback, serves the state API that the
             # placement-group cleaner needs.
             ray.init(address="local", runtime_env=env, include_dashboard=True, dashboard_host="127.0.0.1",
-                     log_to_driver=True, num_cpus=max(os.cpu_count() or 1, 1))
+                     _node_ip_address="127.0.0.1", log_to_driver=True, num_cpus=max(os.cpu_count() or 1, 1))
         finally:
             os.environ.pop("RAY_GCS_SERVER_PORT", None)
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+            ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+
+
+_TOKEN_DIR: list[str] = []
+
+
+def _use_private_token() -> None:
+    """Token authentication for a local Ray instance: a fresh random token in a private directory (0700, token
+    0600) for this process and the instance it starts (they inherit the environment), removed at exit. Never
+    ~/.ray/auth_token, which other clusters on the machine may use."""
+    if not _TOKEN_DIR:
+        import atexit
+        import shutil
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="emonet-ray-auth-")
+        token = Path(d) / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        _TOKEN_DIR.append(d)
+        atexit.register(shutil.rmtree, d, True)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(Path(_TOKEN_DIR[0]) / "auth_token"))
+    # Ray reads the mode and the token once, when ray._raylet loads; reload both as Ray's own
+    # _enable_token_auth() does (Ray 2.60), so a process that imported ray earlier uses the new token too.
+    from ray._raylet import AuthenticationTokenLoader, Config as RayConfig
+
+    RayConfig.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _free_port() -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from emonet_testkit import free_port, run_cli, tiny_train_dict, uar_from_predictions
+from emonet_testkit import LOOPBACK, free_port, listening_sockets, run_cli, tiny_train_dict, uar_from_predictions
 
 # the first test also pays for the module's cluster (start.sh up to 420 s), and a job may follow for 900 s
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -124,21 +124,8 @@ def test_start_binds_every_server_to_loopback_and_prints_the_addresses(cluster):
     assert cluster["dashboard"] in out and cluster["mlflow"] in out and "source " in out
     assert cluster["dashboard"].startswith("http://127.0.0.1:") and cluster["mlflow"].startswith("http://127.0.0.1:")
     # every listening TCP socket of the cluster's processes is on 127.0.0.1
-    inodes = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for row in Path(table).read_text().splitlines()[1:]:
-            cols = row.split()
-            if cols[3] == "0A":  # LISTEN
-                inodes[cols[9]] = cols[1].split(":")[0]
-    listening = []
-    for pid in marked_pids(cluster["cluster_id"]):
-        try:
-            links = [os.readlink(f) for f in Path(f"/proc/{pid}/fd").iterdir()]
-        except OSError:
-            continue
-        listening += [(pid, inodes[ln[8:-1]]) for ln in links if ln.startswith("socket:[") and ln[8:-1] in inodes]
-    loopback = {"0100007F", "0000000000000000FFFF00000100007F"}
-    assert listening and all(addr in loopback for _, addr in listening), listening
+    listening = listening_sockets(marked_pids(cluster["cluster_id"]))
+    assert listening and all(addr in LOOPBACK for _, addr, _ in listening), listening
 
 
 def test_a_submitted_job_succeeds_and_its_run_is_on_the_mlflow_server(cluster, cli_synth_shards, tmp_path):
