@@ -7,6 +7,7 @@ resampling. Waveforms are float32 numpy arrays shaped ``(frames,)`` once they ar
 from __future__ import annotations
 
 import io
+import stat
 from functools import lru_cache
 from pathlib import Path
 
@@ -82,7 +83,10 @@ def _check_file(path: Path, check_frames: bool) -> None:
     WAV files is detected here from the RIFF header; other formats fail to decode when cut.
     """
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO or device would block or never end
+            raise AudioError("not a regular file")
+        size = st.st_size
         with open(path, "rb") as f:
             head = f.read(_WAV_HEAD_BYTES) if check_frames and path.suffix.lower() == ".wav" else b""
     except PermissionError as exc:

@@ -229,9 +229,10 @@ def assign_partitions(rows: list[Utterance], split: str, cfg: PrepareConfig, gro
         r.partition = mapping[r.speaker]
 
 
-_KINDS = ("permission denied", "cannot read folder", "too short", "outside expected layout", "unknown label code", "not decodable audio", "truncated", "empty file",
-          "cannot access file", "cannot open file", "no audio samples", "audio holds NaN", "duplicate utterance id",
-          "excluded by", "no label", "not matched by", "not audio-only speech")
+_KINDS = ("permission denied", "cannot read folder", "too short", "not a regular file", "outside expected layout",
+          "unknown label code", "not decodable audio", "truncated", "empty file", "cannot access file",
+          "cannot open file", "no audio samples", "audio holds NaN", "duplicate utterance id", "excluded by",
+          "no label", "not matched by", "not audio-only speech")
 
 
 def _reason_kind(reason: str) -> str:

@@ -113,6 +113,18 @@ def test_truncated_wav_is_reported_as_truncated(tmp_path):
         assert report["skipped_by_reason"] == {"truncated": 1}
 
 
+@pytest.mark.timeout(60)
+def test_a_fifo_in_the_tree_is_skipped_not_waited_on(tmp_path):
+    raw = tmp_path / "raw"
+    _ravdess(raw)
+    fifo = raw / "Actor_01/03-01-04-01-01-01-01.wav"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer appears
+    for check in ("decode", "header"):
+        report = prepare_corpus("ravdess", raw, tmp_path / check, PrepareConfig(
+            jobs=1, dev_fraction=0.25, test_fraction=0.25, check_audio=check))
+        assert _reasons(report)[str(fifo)] == "not a regular file"
+
+
 def test_files_too_short_for_one_stft_window_are_skipped(tmp_path):
     raw = tmp_path / "raw"
     _ravdess(raw)
