@@ -33,11 +33,29 @@ def worker_pool(jobs: int) -> ProcessPoolExecutor:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Pool initializer: arrange for this worker to end as soon as ``parent`` does."""
-    if not _set_death_signal():
-        threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
-    if os.getppid() != parent:  # the parent died before the signal was armed
+    """Pool initializer: arrange for this worker to end as soon as ``parent`` (the pool's owner) does.
+
+    With the ``fork`` start method the worker's parent is ``parent``; with ``forkserver``/``spawn`` it is a
+    helper process that itself exits when ``parent`` does, so the signal still follows the chain.
+    """
+    ppid = os.getppid()
+    armed = _set_death_signal()
+    if _gone(parent, ppid):  # the parent died before the signal was armed
         os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch, args=(parent, ppid), name="parent-watchdog", daemon=True).start()
+
+
+def _gone(parent: int, ppid: int) -> bool:
+    if os.getppid() != ppid:  # re-parented: whoever started this worker has exited
+        return True
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else (cannot happen for our own parent, but harmless)
+        pass
+    return False
 
 
 def _set_death_signal() -> bool:
@@ -51,8 +69,7 @@ def _set_death_signal() -> bool:
         return False
 
 
-def _watch_parent(parent: int) -> None:
-    # Once the parent is gone the worker is re-parented, so getppid() changes.
-    while os.getppid() == parent:
+def _watch(parent: int, ppid: int) -> None:
+    while not _gone(parent, ppid):
         time.sleep(_WATCH_S)
     os._exit(1)
