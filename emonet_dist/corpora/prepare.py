@@ -105,48 +105,11 @@ def prepare_corpus(recipe_name: str, raw: str | Path, out: str | Path, cfg: Prep
     corpus = check_name(name or recipe.NAME, "corpus name")  # it names directories and utterance ids
     root = Path(raw).expanduser().resolve()
     walk = getattr(recipe, "WALK", True)
-    if walk and not root.is_dir():
-        raise CorpusError(f"raw corpus directory {root} does not exist; expected the {recipe.NAME} layout "
-                          f"{recipe.LAYOUT}")
-    if not walk and not root.exists():
-        raise CorpusError(f"{root} does not exist; the {recipe.NAME} recipe expects {recipe.LAYOUT}")
-    skipped: list[Skipped] = []
-    files, other = walk_audio(root, skipped) if walk else ([], Counter())
-    if walk and not files:
-        hint = f" ({len(skipped)} folder(s) unreadable, e.g. {skipped[0].path}: {skipped[0].reason})" if skipped else ""
-        raise CorpusError(f"no audio files under {root}{hint}; expected the {recipe.NAME} layout {recipe.LAYOUT}")
-
-    # [1] layout: the recipe accounts for every audio file
-    found: list[Found] = []
-    for item in recipe.scan(root, files):
-        (found if isinstance(item, Found) else skipped).append(item)
-    seen = {str(f.path) for f in found} | {s.path for s in skipped}
-    skipped += [Skipped(str(p), f"not matched by the {recipe.NAME} layout {recipe.LAYOUT}")
-                for p in files if str(p) not in seen]
+    found, skipped, other = _scan_layout(recipe, root, walk)
 
     # [2] audio: decode every file (or read headers)
     results = probe_all([str(f.path) for f in found], cfg.check_audio == "decode", cfg.jobs, f"check {corpus}")
-    rows: list[Utterance] = []
-    groups: dict[str, str] = {}
-    ids: dict[str, str] = {}
-    for f, res in zip(found, results):
-        if isinstance(res, str):
-            skipped.append(Skipped(str(f.path), res))
-            continue
-        uid = make_id(corpus, root if walk else root.parent, Path(f.path))
-        if uid in ids:
-            skipped.append(Skipped(str(f.path), f"duplicate utterance id {uid} (same name as {ids[uid]})"))
-            continue
-        ids[uid] = str(f.path)
-        duration, sr, channels = res
-        short = _too_short(duration, sr)
-        if short:
-            skipped.append(Skipped(str(f.path), short))
-            continue
-        extra = {"label_std": harmonise(f.label), "sample_rate": sr, "channels": channels, **f.extra}
-        rows.append(Utterance(uid, corpus, str(f.path), f.label, f.speaker, round(duration, 4),
-                              f.partition or "", extra))
-        groups[f.speaker] = f.group or f.speaker
+    rows, groups = _usable_rows(found, results, corpus, root if walk else root.parent, skipped)
     if not rows:
         reasons = Counter(s.reason.split(":")[0] for s in skipped).most_common(3)
         raise CorpusError(f"no usable utterances in {root} ({len(skipped)} skipped, mostly: "
@@ -188,6 +151,53 @@ def prepare_corpus(recipe_name: str, raw: str | Path, out: str | Path, cfg: Prep
     tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False))
     os.replace(tmp, out / REPORT)
     return report
+
+
+def _scan_layout(recipe, root: Path, walk: bool) -> tuple[list[Found], list[Skipped], Counter]:
+    """Steps [0] walk and [1] layout: the recipe's records, every skipped file or folder, and the non-audio count."""
+    if walk and not root.is_dir():
+        raise CorpusError(f"raw corpus directory {root} does not exist; expected the {recipe.NAME} layout "
+                          f"{recipe.LAYOUT}")
+    if not walk and not root.exists():
+        raise CorpusError(f"{root} does not exist; the {recipe.NAME} recipe expects {recipe.LAYOUT}")
+    skipped: list[Skipped] = []
+    files, other = walk_audio(root, skipped) if walk else ([], Counter())
+    if walk and not files:
+        hint = f" ({len(skipped)} folder(s) unreadable, e.g. {skipped[0].path}: {skipped[0].reason})" if skipped else ""
+        raise CorpusError(f"no audio files under {root}{hint}; expected the {recipe.NAME} layout {recipe.LAYOUT}")
+    # the recipe accounts for every audio file
+    found: list[Found] = []
+    for item in recipe.scan(root, files):
+        (found if isinstance(item, Found) else skipped).append(item)
+    seen = {str(f.path) for f in found} | {s.path for s in skipped}
+    skipped += [Skipped(str(p), f"not matched by the {recipe.NAME} layout {recipe.LAYOUT}")
+                for p in files if str(p) not in seen]
+    return found, skipped, other
+
+
+def _usable_rows(found: list[Found], results: list, corpus: str, id_root: Path,
+                 skipped: list[Skipped]) -> tuple[list[Utterance], dict[str, str]]:
+    """Manifest rows of the files whose audio checked out (the others are appended to ``skipped``), and
+    ``{speaker: speaker group}``."""
+    rows: list[Utterance] = []
+    groups: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    for f, res in zip(found, results):
+        reason = res if isinstance(res, str) else _too_short(res[0], res[1])
+        if reason:
+            skipped.append(Skipped(str(f.path), reason))
+            continue
+        uid = make_id(corpus, id_root, Path(f.path))
+        if uid in ids:
+            skipped.append(Skipped(str(f.path), f"duplicate utterance id {uid} (same name as {ids[uid]})"))
+            continue
+        ids[uid] = str(f.path)
+        duration, sr, channels = res
+        extra = {"label_std": harmonise(f.label), "sample_rate": sr, "channels": channels, **f.extra}
+        rows.append(Utterance(uid, corpus, str(f.path), f.label, f.speaker, round(duration, 4),
+                              f.partition or "", extra))
+        groups[f.speaker] = f.group or f.speaker
+    return rows, groups
 
 
 def _too_short(duration: float, sr: int) -> str | None:
