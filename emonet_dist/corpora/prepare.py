@@ -30,7 +30,6 @@ from .manifest import MANIFEST, REPORT, Found, Skipped, Utterance, check_speaker
 from .partitions import assign_speakers
 from .recipes import get_recipe
 
-
 _FRONTEND = FrontendConfig()  # the frontend's defaults define the shortest usable utterance
 
 

@@ -69,8 +69,8 @@ def test_inside_refuses_paths_that_leave_the_root(tmp_path):
 
 def test_config_corpus_names_and_partitions_must_be_names():
     assert CorpusConfig("ravdess", task="arousal").domain == "ravdess:arousal"  # derived keys keep their colon
-    cfg = load_config(None, ["data.corpora=[{name: crema-d}, {name: iemocap, train: [session1], dev: [session2], "
-                             "test: [session3]}]"])
+    corpora = "[{name: crema-d}, {name: iemocap, train: [session1], dev: [session2], test: [session3]}]"
+    cfg = load_config(None, [f"data.corpora={corpora}"])
     assert [c.name for c in cfg.data.corpora] == ["crema-d", "iemocap"]
     with pytest.raises(EmonetError, match="not a valid name"):
         load_config(None, ["data.corpora=[{name: ../../x}]"])

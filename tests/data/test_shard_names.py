@@ -6,7 +6,6 @@ Issue 14, rows 2 (a manifest's corpus name chose the directory that ``--force`` 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
