@@ -7,6 +7,7 @@ resampling. Waveforms are float32 numpy arrays shaped ``(frames,)`` once they ar
 from __future__ import annotations
 
 import io
+import stat
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,12 +38,7 @@ def read_audio(path: str | Path, check_frames: bool = True) -> tuple[np.ndarray,
     Raises :class:`AudioError` with a readable reason for empty, unreadable, corrupt or truncated files.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise AudioError(f"cannot access file: {exc.strerror or exc}") from None
-    if size == 0:
-        raise AudioError("empty file (0 bytes)")
+    _check_file(path, check_frames)
     try:
         with sf.SoundFile(str(path)) as f:
             expected, sr = f.frames, f.samplerate
@@ -66,12 +62,9 @@ def probe_audio(path: str | Path, decode: bool = True) -> tuple[float, int, int]
         data, sr = read_audio(path)
         return data.shape[0] / sr, sr, data.shape[1]
     path = Path(path)
+    _check_file(path, check_frames=True)
     try:
-        if path.stat().st_size == 0:
-            raise AudioError("empty file (0 bytes)")
         info = sf.info(str(path))
-    except AudioError:
-        raise
     except PermissionError as exc:
         raise AudioError(f"cannot open file: {exc.strerror}") from None
     except OSError as exc:
@@ -81,6 +74,50 @@ def probe_audio(path: str | Path, decode: bool = True) -> tuple[float, int, int]
     if info.frames <= 0:
         raise AudioError("no audio samples (0 frames)")
     return info.frames / info.samplerate, info.samplerate, info.channels
+
+
+def _check_file(path: Path, check_frames: bool) -> None:
+    """Refuse a file that is missing, unreadable, empty or (WAV) truncated, before libsndfile sees it.
+
+    libsndfile quietly shortens a WAV whose data chunk claims more bytes than the file holds, so truncation of
+    WAV files is detected here from the RIFF header; other formats fail to decode when cut.
+    """
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO or device would block or never end
+            raise AudioError("not a regular file")
+        size = st.st_size
+        with open(path, "rb") as f:
+            head = f.read(_WAV_HEAD_BYTES) if check_frames and path.suffix.lower() == ".wav" else b""
+    except PermissionError as exc:
+        raise AudioError(f"permission denied: cannot read the file ({exc.strerror})") from None
+    except OSError as exc:
+        raise AudioError(f"cannot access file: {exc.strerror or exc}") from None
+    if size == 0:
+        raise AudioError("empty file (0 bytes)")
+    promised = _wav_promised_frames(head, size)
+    if promised is not None and promised[0] > promised[1]:
+        raise AudioError(f"truncated: header promises {promised[0]} frames, the file holds {promised[1]}")
+
+
+_WAV_HEAD_BYTES = 8192  # fmt and data chunk headers sit at the start (after at most small metadata chunks)
+
+
+def _wav_promised_frames(head: bytes, size: int) -> tuple[int, int] | None:
+    """``(frames the data chunk declares, frames the file holds)`` of a RIFF/WAVE file, or None if unknown."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None  # RF64/W64 or not WAV at all: libsndfile decides
+    pos, block = 12, 0
+    while pos + 8 <= len(head):
+        cid, n = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if cid == b"fmt " and pos + 22 <= len(head):
+            block = int.from_bytes(head[pos + 20:pos + 22], "little")  # bytes per frame, all channels
+        elif cid == b"data":
+            if not block or n in (0, 0xFFFFFFFF):  # streamed WAVs leave the size unset
+                return None
+            return n // block, max(size - pos - 8, 0) // block
+        pos += 8 + n + (n & 1)  # chunks are padded to even sizes
+    return None
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:

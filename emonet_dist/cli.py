@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import Config, load_config
 from .errors import EmonetError
+from .names import check_name
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +45,8 @@ def cmd_corpus_prepare(args) -> int:
                       "prepare.dev_fraction": args.dev_fraction, "prepare.test_fraction": args.test_fraction,
                       "prepare.allow_speaker_overlap": True if args.allow_speaker_overlap else None,
                       "prepare.check_audio": args.check, "prepare.jobs": args.jobs})
-    report = prepare_corpus(args.recipe, args.raw_dir, args.out, cfg.prepare, name=args.name)
+    name = args.name if args.name is None else check_name(args.name, "--name")  # it names directories
+    report = prepare_corpus(args.recipe, args.raw_dir, args.out, cfg.prepare, name=name)
     _print_report(report, Path(args.out))
     return 0
 
@@ -178,7 +180,8 @@ def cmd_baseline_egemaps(args) -> int:
 
     cfg = _cfg(args, {"output_dir": args.out})
     bcfg = EgemapsConfig(jobs=args.jobs or 0, cache_dir=args.cache_dir or "")
-    result = run_egemaps_baseline(args.corpus_dirs, cfg, bcfg, run_name=args.name)
+    name = args.name if args.name is None else check_name(args.name, "--name")  # the run directory's name
+    result = run_egemaps_baseline(args.corpus_dirs, cfg, bcfg, run_name=name)
     print(f"run {result.name} finished: {result.dir}")
     for k, v in sorted(result.metrics.items()):
         if k.startswith(("test_uar_final/", "dev_uar_best/", "chosen_c/")):

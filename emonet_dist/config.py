@@ -16,6 +16,7 @@ from typing import Literal
 
 from . import typed
 from .errors import ConfigError
+from .names import check_name
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -98,7 +99,10 @@ class CorpusConfig:
     while the emotion corpora keep exact epochs)."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.name), "corpus name must not be empty")
+        # The name is a shard directory (SHARDS/<name>/) and the partitions are its subdirectories.
+        check_name(self.name, "corpus name")
+        for part in (*self.train, *self.dev, *self.test):
+            check_name(part, f"partition of corpus {self.name}")
 
     @property
     def domain(self) -> str:

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import ConfigError, EmonetError
+from .names import check_name
 
 JOB_FILE = "job.yaml"
 ENTRYPOINT = f"python -m emonet_dist.cli jobs run {JOB_FILE}"
@@ -155,7 +156,7 @@ def _check_steps(raw, cfg: Config, where: Path) -> list[dict]:
         kind = step.get("run") if isinstance(step, dict) else None
         if kind not in STEP_KEYS:
             raise ConfigError(f"{where}: steps[{i}] needs run: one of {', '.join(STEP_KEYS)}")
-        sid = str(step.get("id") or f"{kind}{i}")
+        sid = check_name(str(step.get("id") or f"{kind}{i}"), f"{where}: step id")  # ids name runs
         extra = sorted(set(step) - STEP_KEYS[kind] - {"run", "id", "group"})
         if extra or sid in {s["id"] for s in steps}:
             raise ConfigError(f"{where}: step {sid}: {'unknown key(s) ' + ', '.join(extra) if extra else 'duplicate id'}"

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..errors import CorpusError, SpeakerLeakageError
+from ..errors import CorpusError, EmonetError, SpeakerLeakageError
+from ..names import check_name
 
 MANIFEST = "manifest.jsonl"
 REPORT = "report.json"
@@ -86,14 +87,28 @@ def iter_manifest(path: Path) -> Iterator[Utterance]:
         path = path / MANIFEST
     if not path.is_file():
         raise CorpusError(f"no manifest at {path}; create it with `emonet corpus prepare RECIPE RAW_DIR --out DIR`")
+    checked: set[str] = set()  # corpus and partition names repeat on every row: check each distinct one once
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                yield Utterance.from_json(line)
+                row = Utterance.from_json(line)
             except (json.JSONDecodeError, TypeError) as exc:
                 raise CorpusError(f"{path}:{lineno}: not a manifest row ({exc}); re-run `emonet corpus prepare`") from None
+            for what, value in (("corpus", row.corpus), ("partition", row.partition)):
+                if value not in checked and (value or what == "corpus"):
+                    _check_row_name(value, what, path, lineno)
+                    checked.add(value)
+            yield row
+
+
+def _check_row_name(value, what: str, path: Path, lineno: int) -> None:
+    """Corpus and partition names become shard directories; a manifest is input, so they are checked here."""
+    try:
+        check_name(value, f"{what} name")
+    except EmonetError as exc:
+        raise CorpusError(f"{path}:{lineno}: {exc}") from None
 
 
 def read_manifest(path: Path) -> list[Utterance]:

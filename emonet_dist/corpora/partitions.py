@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import PrepareConfig
 from ..errors import CorpusError
+from ..names import MAX_LEN
 
 PARTITIONS = ("train", "dev", "test")
 
@@ -125,7 +126,8 @@ def fold_split(groups: dict[str, float], num_folds: int, seed: int) -> dict[str,
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "group"
+    """A speaker group as a partition name (a shard subdirectory): see :func:`emonet_dist.names.check_name`."""
+    return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:MAX_LEN] or "group"
 
 
 def assign_speakers(spk_class: dict[str, Counter], groups: dict[str, str], split: str,

@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from ..audio import AudioError, encode_flac, load_mono
 from ..config import ShardConfig
 from ..corpora.manifest import Utterance, check_speaker_disjoint, iter_manifest
 from ..errors import ShardError
+from ..names import check_name, inside
+from ..pool import worker_pool
 from ..progress import Progress
 
 INDEX = "index.json"
@@ -199,13 +201,16 @@ def shard_corpus(corpus_dir: str | Path, out: str | Path, cfg: ShardConfig = Sha
     corpora = {r.corpus for r in rows}
     if len(corpora) != 1:
         raise ShardError(f"{manifest} mixes corpora {sorted(corpora)}; shard each corpus from its own manifest")
-    corpus = rows[0].corpus
+    corpus = rows[0].corpus  # iter_manifest checked that it is a plain name
+    for part in sorted({r.partition for r in rows}):  # partitions become subdirectories of the corpus's
+        check_name(part, f"partition of {manifest}")
     report_path = manifest.parent / "report.json"
     allow = json.loads(report_path.read_text()).get("prepare", {}).get("allow_speaker_overlap", False) \
         if report_path.is_file() else False
     check_speaker_disjoint(rows, allow_overlap=allow, where=str(manifest))
 
-    cdir = out / corpus
+    # Everything below is written (and with --force deleted) under this directory, so it must stay inside --out.
+    cdir = inside(out, corpus)
     prog_dir = cdir / ".progress"
     fp = _fingerprint(manifest, cfg)
     index_path = cdir / INDEX
@@ -250,7 +255,7 @@ def shard_corpus(corpus_dir: str | Path, out: str | Path, cfg: ShardConfig = Sha
                 records[t["rel"]] = rec
                 prog.update(rec["samples"] + len(rec["failed"]))
         else:
-            with ProcessPoolExecutor(min(jobs, len(tasks))) as pool:
+            with worker_pool(min(jobs, len(tasks))) as pool:
                 futures = {pool.submit(_write_one, t): t for t in tasks}
                 for fut in as_completed(futures):
                     rec = fut.result()
