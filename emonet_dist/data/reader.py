@@ -116,6 +116,10 @@ class SkipLog:
         return self.count
 
 
-def skip_record(exc: ShardReadError) -> dict:
-    log.warning("skipping a bad sample (data.bad_samples=skip): %s", exc)
+def skip_record(exc: ShardReadError, logged: set | None = None) -> dict:
+    """The record of a skipped sample; logs a warning unless ``(shard, reason)`` is already in ``logged``."""
+    if logged is None or (exc.shard, exc.reason) not in logged:
+        log.warning("skipping a bad sample (data.bad_samples=skip): %s", exc)
+        if logged is not None and len(logged) < 10000:
+            logged.add((exc.shard, exc.reason))
     return {"shard": exc.shard, "member": exc.member, "reason": exc.reason}

@@ -152,19 +152,19 @@ def _open_http(url: str, policy: UrlPolicy):
         except urllib.error.HTTPError as exc:
             if exc.code in (404, 410):
                 raise FileNotFoundError(url) from None
-            if exc.code < 500 or attempt == policy.retries:
+            if exc.code < 500:  # the request itself is wrong: asking again gives the same answer
                 raise ShardError(f"cannot read {short(url, 120)}: HTTP {exc.code}") from None
             reason = f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            if attempt == policy.retries:
-                raise ShardError(f"cannot read {short(url, 120)} after {attempt + 1} attempt(s) with a "
-                                 f"{policy.timeout_s:g} s timeout ({short(reason)}); check the server or raise "
-                                 "data.url_timeout_s / data.url_retries") from None
+        if attempt == policy.retries:
+            break
         log.warning("reading %s failed (%s); retry %d of %d in %.1f s", url, reason, attempt + 1, policy.retries, delay)
         time.sleep(delay)
         delay *= 2
-    raise AssertionError("unreachable")
+    raise ShardError(f"cannot read {short(url, 120)} after {policy.retries + 1} attempt(s) with a "
+                     f"{policy.timeout_s:g} s timeout ({short(reason)}); check the server or raise "
+                     "data.url_timeout_s / data.url_retries")
 
 
 class PipeStream:

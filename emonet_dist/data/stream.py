@@ -128,6 +128,7 @@ class CorpusStream(IterableDataset):
         self.skipped = SkipLog()
         """Skipped samples summed by the consumer in this process (see the module docstring)."""
         self._pending: list[dict] = []  # skip records not yet attached to a batch (in the reading process)
+        self._logged: set = set()  # (shard, reason) pairs already logged: a corrupt shard warns once
 
     # -- planning ---------------------------------------------------------------------------------------------
     def batches_per_epoch(self) -> int:
@@ -236,14 +237,14 @@ class CorpusStream(IterableDataset):
             except ShardReadError as exc:
                 if self.bad_samples == "fail":
                     raise
-                self._pending.append(skip_record(exc))
+                self._pending.append(skip_record(exc, self._logged))
                 continue
             waves.append(wave)
             targets.append(self.targets[key])
             metas.append(meta)
         if not waves:
             raise ShardError(f"corpus '{self.shards.corpus}': all {len(items)} samples of batch {extra['batch']} "
-                             f"are bad (last: {self._pending[-1]['reason'][:80]}); run `emonet shard verify`")
+                             f"are bad (last: {self._pending[-1]['reason'][:120]}); run `emonet shard verify`")
         out = collate(waves, targets, metas, {"corpus": self.shards.corpus, **extra})
         out["skipped"], self._pending = self._pending, []
         return out
