@@ -112,7 +112,7 @@ def cmd_shard(args) -> int:
 
     if args.paths and args.paths[0] == "verify":
         if len(args.paths) != 2:
-            raise EmonetError("usage: emonet shard verify SHARD_DIR")
+            raise EmonetError("usage: emonet shard verify SHARD_DIR [--quick]")
         checked, problems = verify(args.paths[1], quick=args.quick)
         for p in problems:
             print(f"FAIL {p}")

@@ -123,10 +123,6 @@ def shard_url(root: str, relpath: str) -> str:
     return str(Path(root) / relpath)
 
 
-def is_local(url: str) -> bool:
-    return not (url.startswith("pipe:") or _SCHEME.match(url)) or url.startswith("file://")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # opening
 # ---------------------------------------------------------------------------------------------------------------

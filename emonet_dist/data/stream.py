@@ -205,7 +205,7 @@ class CorpusStream(IterableDataset):
         while True:
             s = int(rng.choice(len(counts), p=counts / counts.sum()))
             o = int(offs[s])
-            got = self._read(s, lambda p: self.include is None or bool(self.include[o + p]))
+            got = self._read(s, lambda p, o=o: self.include is None or bool(self.include[o + p]))
             for pos in sorted(got):
                 buf.append((o + pos, got[pos]))
                 if len(buf) < self.window:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import BinaryIO, Iterator
 
-from .remote import UrlPolicy, open_url, short
+from .remote import short
 from .samples import bad as _error
 
 _BLOCK = 512
@@ -132,7 +132,3 @@ def iter_samples(stream: BinaryIO, where: str = "") -> Iterator[dict]:
         current[ext] = data
     if current is not None:
         yield current
-
-
-def open_shard(url: str, policy: UrlPolicy = UrlPolicy()) -> BinaryIO:
-    return open_url(url, policy)

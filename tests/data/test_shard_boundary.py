@@ -198,6 +198,8 @@ def test_a_base256_size_field_is_a_clear_error_for_reader_and_verify(tiny_shards
     assert len(problems) == 1 and "base-256" in problems[0]
     assert main(["shard", "verify", str(root)]) == 1
     assert "1 problem(s)" in capsys.readouterr().out
+    assert main(["shard", "verify", str(root), "--quick"]) == 0  # re-indexed: sizes and hashes agree
+    assert main(["shard", "verify", str(root / "nowhere")]) == 2  # a clear error, no traceback
 
 
 def test_a_truncated_or_short_shard_is_a_clear_error(tiny_shards, tmp_path):
@@ -261,6 +263,19 @@ def test_an_index_of_wrong_shape_is_a_clear_error_on_load_and_in_verify(tiny_sha
         load_index(str(root), "tiny")
     checked, problems = verify(root)
     assert len(problems) == 1 and where in problems[0]
+
+
+def test_the_policies_are_data_config_settings():
+    from emonet_dist.config import load_config
+    from emonet_dist.data.remote import UrlPolicy
+    from emonet_dist.errors import ConfigError
+
+    data = load_config(overrides=["data.bad_samples=skip", "data.url_timeout_s=2.5", "data.url_retries=0"]).data
+    assert data.bad_samples == "skip" and UrlPolicy.from_config(data) == UrlPolicy(timeout_s=2.5, retries=0)
+    assert load_config().data.bad_samples == "fail" and UrlPolicy.from_config(load_config().data) == UrlPolicy()
+    for bad in ("data.bad_samples=drop", "data.url_timeout_s=0", "data.url_retries=-1"):
+        with pytest.raises(ConfigError):
+            load_config(overrides=[bad])
 
 
 # ---------------------------------------------------------------------------------------------------------------

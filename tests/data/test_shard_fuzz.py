@@ -103,7 +103,8 @@ def _outcome(stream: CorpusStream):
 
 
 def _same(a, b) -> bool:
-    return len(a) == len(b) and all(x["ids"] == y["ids"] and np.array_equal(x["waves"], y["waves"]) for x, y in zip(a, b))
+    return len(a) == len(b) and all(x["ids"] == y["ids"] and np.array_equal(x["waves"], y["waves"])
+                                    for x, y in zip(a, b))
 
 
 # ---------------------------------------------------------------------------------------------------------------
