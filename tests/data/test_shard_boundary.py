@@ -316,14 +316,14 @@ def test_a_server_that_never_answers_is_a_clear_error_within_the_timeout(tiny_sh
         t0 = time.monotonic()
         with pytest.raises(ShardError, match=r"after 2 attempt\(s\) with a 0.5 s timeout"):
             load_index(url, "tiny", policy)
-        assert time.monotonic() - t0 < 3.0
+        assert time.monotonic() - t0 < 10.0  # 2 x 0.5 s + 0.1 s nominal; the old reader never returned
         sl = shard_list(str(tiny_shards), "tiny", ["test"])
         stalled = type(sl)(sl.corpus, tuple(f"{url}/tiny/{Path(u).parent.name}/{Path(u).name}" for u in sl.urls),
                            sl.counts, sl.labels, sl.sha256)
         t0 = time.monotonic()
         with pytest.raises(ShardError, match="timeout"):
             list(eval_batches(CorpusStream(stalled, {"neutral": 0}, train=False, policy=policy)))
-        assert time.monotonic() - t0 < 3.0
+        assert time.monotonic() - t0 < 10.0  # 2 x 0.5 s + 0.1 s nominal; the old reader never returned
 
 
 def test_http_reads_retry_a_failing_server_a_bounded_number_of_times(tiny_shards):
