@@ -114,8 +114,8 @@ def cmd_shard(args) -> int:
 
     if args.paths and args.paths[0] == "verify":
         if len(args.paths) != 2:
-            raise EmonetError("usage: emonet shard verify SHARD_DIR")
-        checked, problems = verify(args.paths[1])
+            raise EmonetError("usage: emonet shard verify SHARD_DIR [--quick]")
+        checked, problems = verify(args.paths[1], quick=args.quick)
         for p in problems:
             print(f"FAIL {p}")
         print(f"{checked} shard(s) checked, {len(problems)} problem(s)")
@@ -398,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--samples-per-shard", type=int)
     shard.add_argument("--jobs", type=int)
     shard.add_argument("--force", action="store_true", help="rewrite these corpora's shards from scratch")
+    shard.add_argument("--quick", action="store_true", help="with `verify`: check sizes and sha256 only (no decoding)")
     _common(shard)
     shard.set_defaults(func=cmd_shard)
 

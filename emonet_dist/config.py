@@ -116,7 +116,8 @@ class DataConfig:
 
     shards: str = "shards"
     """Shard root: a directory, an ``http(s)://`` URL prefix, or a ``pipe:`` command template containing
-    ``{path}`` (e.g. ``pipe:aws s3 cp s3://bucket/shards/{path} -``)."""
+    ``{path}`` (e.g. ``pipe:aws s3 cp s3://bucket/shards/{path} -``). A ``pipe:`` template is one plain command
+    with arguments, run without a shell; shell syntax (``| ; & < > ( ) $``) is refused when it is used."""
     corpora: tuple[CorpusConfig, ...] = ()
     batch_size: int = 64
     max_seconds: float = 5.0
@@ -131,6 +132,15 @@ class DataConfig:
     num_workers: int = 1
     """Loader worker processes per corpus and rank (0 decodes in the training process)."""
     seed: int = 0
+    bad_samples: Literal["fail", "skip"] = "fail"
+    """A malformed sample (missing member, bad metadata, undecodable audio, a shard that fails its sha256):
+    ``fail`` stops with an error naming shard and member; ``skip`` drops it from its batch and counts it
+    (``CorpusLoader.skipped``)."""
+    url_timeout_s: float = 30.0
+    """Connect/read timeout of ``http(s)://`` shard reads and of a ``pipe:`` command's output, in seconds."""
+    url_retries: int = 3
+    """Extra attempts (with doubling backoff from 1 s) to open an ``http(s)://`` shard after a timeout, a
+    connection error or a 5xx answer."""
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size must be >= 1")
@@ -138,6 +148,8 @@ class DataConfig:
         _check(self.eval_max_seconds >= 0, "eval_max_seconds must be >= 0 (0 = whole utterances)")
         _check(self.shuffle_window >= 1, "shuffle_window must be >= 1")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
+        _check(0 < self.url_timeout_s <= 3600, "url_timeout_s must be in (0, 3600] seconds")
+        _check(0 <= self.url_retries <= 10, "url_retries must be in [0, 10]")
         names = [c.domain for c in self.corpora]
         dup = sorted({n for n in names if names.count(n) > 1})
         _check(not dup, f"corpora lists {', '.join(dup)} more than once")

@@ -23,3 +23,15 @@ class SpeakerLeakageError(CorpusError):
 
 class ShardError(EmonetError):
     """A shard set is missing, inconsistent or corrupt."""
+
+
+class ShardReadError(ShardError):
+    """One sample of a shard (or the rest of a shard) cannot be read.
+
+    ``shard``, ``member`` and ``reason`` say which and why, so a reader that skips bad samples can count them.
+    The message is the only positional argument: torch's DataLoader re-creates worker errors from it alone.
+    """
+
+    def __init__(self, message: str, shard: str = "", member: str = "", reason: str = ""):
+        super().__init__(message)
+        self.shard, self.member, self.reason = shard, member, reason

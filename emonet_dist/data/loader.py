@@ -3,6 +3,10 @@
 :class:`CorpusLoader` wraps one corpus's DataLoader for one rank. Exact epochs follow each other forever (small
 corpora cycle while large ones are still in their first epoch); ``state()`` is the rank's data position
 ``{"epoch", "batch"}``, which a checkpoint stores and a new loader resumes from exactly.
+
+Samples skipped under ``data.bad_samples=skip`` travel with the batches (their ``"skipped"`` records) from the
+worker processes; ``CorpusLoader.skipped`` and, for evaluation passes, ``stream.skipped`` sum them
+(:class:`~emonet_dist.data.reader.SkipLog`: ``count``, ``reasons``, the first records with shard and member).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader
 
+from .reader import SkipLog
 from .stream import CorpusStream
 
 
@@ -38,6 +43,8 @@ class CorpusLoader:
         self.num_workers = num_workers
         self._dl = _loader(stream, num_workers, pin_memory, persistent=True)
         self._it: Iterator | None = None
+        self.skipped = SkipLog()
+        """Samples skipped so far by this rank's loader (``skipped.count`` is the metric to log)."""
 
     def __next__(self) -> dict:
         if self._it is None:
@@ -51,6 +58,7 @@ class CorpusLoader:
             self._it = iter(self._dl)
             out = next(self._it)
         self.batch += 1
+        self.skipped.add(out.get("skipped", ()))
         return out
 
     def __iter__(self):
@@ -69,7 +77,9 @@ class CorpusLoader:
 def eval_batches(stream: CorpusStream, num_workers: int = 0, pin_memory: bool = False) -> Iterator[dict]:
     """One ordered pass over an evaluation stream."""
     assert not stream.train, "eval_batches needs a stream built with train=False"
-    yield from _loader(stream, num_workers, pin_memory, persistent=False)
+    for batch in _loader(stream, num_workers, pin_memory, persistent=False):
+        stream.skipped.add(batch.get("skipped", ()))
+        yield batch
 
 
 def device_batch(batch: dict, device: torch.device | str) -> dict:

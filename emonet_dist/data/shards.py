@@ -33,6 +33,8 @@ from ..errors import ShardError
 from ..names import check_name, inside
 from ..pool import worker_pool
 from ..progress import Progress
+from .index_schema import check_index
+from .remote import UrlPolicy, check_name, read_bytes, shard_url, short  # noqa: F401 - shard_url, read_bytes: API
 
 INDEX = "index.json"
 FORMAT_VERSION = 1
@@ -42,39 +44,23 @@ _PCM16_BYTES_PER_S = 2  # per sample; used to estimate shard sizes before encodi
 # ---------------------------------------------------------------------------------------------------------------
 # paths and URLs
 # ---------------------------------------------------------------------------------------------------------------
-def shard_url(root: str, relpath: str) -> str:
-    """Address of ``relpath`` under a shard root: a directory, an ``http(s)://``/``file://`` prefix, or a
-    ``pipe:`` command template containing ``{path}`` (e.g. ``pipe:aws s3 cp s3://b/shards/{path} -``)."""
-    if "{path}" in root:
-        return root.replace("{path}", relpath)
-    if re.match(r"^[a-z][a-z0-9+.-]*://", root):
-        return root.rstrip("/") + "/" + relpath
-    return str(Path(root) / relpath)
-
-
-def read_bytes(url: str) -> bytes:
-    """Read a whole file from a local path, URL or ``pipe:`` command (via WebDataset's ``gopen``)."""
-    import webdataset as wds
-
-    if not re.match(r"^([a-z][a-z0-9+.-]*://|pipe:)", url):
-        return Path(url).read_bytes()
-    stream = wds.gopen(url, "rb")
+def load_index(root: str, corpus: str, policy: UrlPolicy = UrlPolicy()) -> dict:
+    """The checked ``index.json`` of one corpus under a shard root (local or remote); see
+    :mod:`emonet_dist.data.index_schema`."""
+    url = shard_url(root, f"{check_name(corpus, 'corpus')}/{INDEX}")
     try:
-        return stream.read()
-    finally:
-        stream.close()
-
-
-def load_index(root: str, corpus: str) -> dict:
-    """The ``index.json`` of one corpus under a shard root (local or remote)."""
-    url = shard_url(root, f"{corpus}/{INDEX}")
-    try:
-        return json.loads(read_bytes(url))
+        data = read_bytes(url, policy)
     except FileNotFoundError:
-        raise ShardError(f"no shards for corpus '{corpus}' at {url}; create them with "
-                         f"`emonet shard CORPUS_DIR --out {root}`") from None
-    except Exception as exc:  # noqa: BLE001 - network/pipe errors come in many types
-        raise ShardError(f"cannot read {url}: {exc}") from None
+        raise ShardError(f"no shards for corpus '{corpus}' at {short(url, 120)}; create them with "
+                         f"`emonet shard CORPUS_DIR --out {short(root, 120)}`") from None
+    except OSError as exc:
+        raise ShardError(f"cannot read {short(url, 120)}: {short(str(exc))}") from None
+    try:
+        index = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ShardError(f"{short(url, 120)} is not JSON ({short(str(exc))}); rewrite it with "
+                         "`emonet shard --force`") from None
+    return check_index(index, corpus, short(url, 120))
 
 
 def list_corpora(root: str | Path) -> list[str]:
@@ -320,47 +306,9 @@ def shard_corpora(corpus_dirs: list[str | Path], out: str | Path, cfg: ShardConf
 # ---------------------------------------------------------------------------------------------------------------
 # verification
 # ---------------------------------------------------------------------------------------------------------------
-def verify(root: str | Path, corpora: list[str] | None = None) -> tuple[int, list[str]]:
-    """Check every shard's sha256 and sample count against the index. Returns ``(shards checked, problems)``."""
-    import tarfile
+def verify(root: str | Path, corpora: list[str] | None = None, quick: bool = False) -> tuple[int, list[str]]:
+    """Check shards against their index. Returns ``(shards checked, problems)``; see
+    :func:`emonet_dist.data.verify.verify` (``quick``: hashes and sizes only)."""
+    from .verify import verify as _verify  # the checks import this module (sample keys)
 
-    root = Path(root)
-    names = corpora or list_corpora(root)
-    if not names:
-        raise ShardError(f"no corpus index found under {root} (expected {root}/<corpus>/{INDEX}); "
-                         f"is this the --out directory of `emonet shard`?")
-    problems, checked = [], 0
-    total = 0
-    indexes = {}
-    for name in names:
-        idx_path = root / name / INDEX
-        if not idx_path.is_file():
-            problems.append(f"{name}: {idx_path} is missing (sharding did not finish; rerun `emonet shard`)")
-            continue
-        indexes[name] = json.loads(idx_path.read_text())
-        total += sum(len(p["shards"]) for p in indexes[name]["partitions"].values())
-    prog = Progress("verify", total, "shards")
-    for name, index in indexes.items():
-        for part, info in index["partitions"].items():
-            for sh in info["shards"]:
-                path = root / name / sh["path"]
-                checked += 1
-                prog.update()
-                if not path.is_file():
-                    problems.append(f"{path}: missing")
-                    continue
-                digest = _sha256(path)
-                if digest != sh["sha256"]:
-                    problems.append(f"{path}: sha256 {digest[:12]}... does not match the index "
-                                    f"({sh['sha256'][:12]}...); the shard is corrupt, rerun `emonet shard --force`")
-                    continue
-                try:
-                    with tarfile.open(path) as tar:
-                        keys = {m.name.split(".", 1)[0] for m in tar.getmembers() if m.isreg()}
-                except tarfile.TarError as exc:
-                    problems.append(f"{path}: unreadable tar ({exc})")
-                    continue
-                if len(keys) != sh["samples"]:
-                    problems.append(f"{path}: {len(keys)} samples, index says {sh['samples']}")
-    prog.close()
-    return checked, problems
+    return _verify(root, corpora, quick)

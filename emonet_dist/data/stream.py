@@ -8,24 +8,33 @@ yields ready batches (decoded, cropped, zero-padded). Which samples a worker rea
 * a run resumes mid-epoch at the exact batch (a worker skips the batches already consumed);
 * crops are drawn from ``(seed, epoch, sample)``, so they do not depend on which worker read the sample.
 
-Shard addresses may be local paths, URLs or ``pipe:`` commands; WebDataset's ``gopen`` opens them.
+Shard addresses may be local paths, URLs or ``pipe:`` commands (:mod:`emonet_dist.data.remote` opens them).
+Every shard is read whole and checked against ``index.json`` before its samples are used
+(:mod:`emonet_dist.data.reader`). A malformed sample fails the stream (``bad_samples="fail"``, the default) or is
+dropped from its batch (``"skip"``): each batch lists the samples skipped since the previous batch under
+``"skipped"`` (``{"shard", "member", "reason"}`` records), :class:`~emonet_dist.data.loader.CorpusLoader` sums
+them in ``loader.skipped`` and :func:`~emonet_dist.data.loader.eval_batches` in ``stream.skipped``. A batch whose
+samples are all bad is an error in both modes: dropping it would give ranks different batch counts.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..errors import ShardError
+from ..errors import ShardError, ShardReadError
 from . import plan
-from .shards import load_index, shard_url
-from .tario import iter_samples, open_shard
+from .index_schema import check_index
+from .reader import SkipLog, read_shard, skip_record
+from .remote import UrlPolicy, shard_url
+from .samples import bad, decode
+from .shards import load_index
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,17 +46,19 @@ class ShardList:
     counts: tuple[int, ...]
     labels: tuple[str, ...]
     """The label of every sample in global-index order (from ``index.json``; no shard is opened)."""
+    sha256: tuple[str, ...] = ()
+    """sha256 of every shard (from ``index.json``); checked as each shard is read. Empty: not checked."""
 
     @property
     def total(self) -> int:
         return int(sum(self.counts))
 
 
-def shard_list(root: str, corpus: str, partitions: tuple[str, ...] | list[str], index: dict | None = None
-               ) -> ShardList:
+def shard_list(root: str, corpus: str, partitions: tuple[str, ...] | list[str], index: dict | None = None,
+               policy: UrlPolicy = UrlPolicy()) -> ShardList:
     """Collect the shards of ``partitions`` of ``corpus`` under ``root`` from its ``index.json``."""
-    index = index or load_index(root, corpus)
-    urls, counts, labels = [], [], []
+    index = check_index(index, corpus, f"index of corpus '{corpus}'") if index else load_index(root, corpus, policy)
+    urls, counts, labels, hashes = [], [], [], []
     for part in partitions:
         if part not in index["partitions"]:
             raise ShardError(f"corpus '{corpus}' has no partition '{part}' (it has: "
@@ -58,23 +69,10 @@ def shard_list(root: str, corpus: str, partitions: tuple[str, ...] | list[str], 
             urls.append(shard_url(root, f"{corpus}/{sh['path']}"))
             counts.append(sh["samples"])
             labels.extend(sh["labels"])
+            hashes.append(sh["sha256"])
     if not urls:
         raise ShardError(f"corpus '{corpus}' partitions {list(partitions)} hold no samples")
-    return ShardList(corpus, tuple(urls), tuple(counts), tuple(labels))
-
-
-def iter_shard(url: str):
-    """Yield ``(position, {"flac": bytes, "json": bytes, ...})`` for every sample of one shard, in order."""
-    try:
-        stream = open_shard(url)
-    except Exception as exc:  # noqa: BLE001 - local, http and pipe openers raise different types
-        raise ShardError(f"cannot open shard {url}: {exc}") from exc
-    try:
-        yield from enumerate(iter_samples(stream))
-    except (EOFError, ValueError, OSError) as exc:
-        raise ShardError(f"cannot read shard {url}: {exc} (run `emonet shard verify`)") from exc
-    finally:
-        stream.close()
+    return ShardList(corpus, tuple(urls), tuple(counts), tuple(labels), tuple(hashes))
 
 
 def collate(waves: list[np.ndarray], targets: list[int], metas: list[dict], extra: dict) -> dict:
@@ -102,16 +100,20 @@ class CorpusStream(IterableDataset):
         epoch_mode: ``exact`` or ``resampled`` (infinite, shards drawn with replacement).
         include: optional boolean mask over samples (class-balanced subsampling).
         start_epoch, start_batch: resume position of this rank (batches already consumed in that epoch).
+        bad_samples: ``fail`` (a malformed sample is a :class:`ShardReadError`) or ``skip`` (drop and count it).
+        policy: timeouts and retries of remote reads (``UrlPolicy.from_config(cfg.data)``).
     """
 
     def __init__(self, shards: ShardList, targets: dict[str, int], *, field: str = "label", train: bool = True,
                  batch_size: int = 64, max_seconds: float = 5.0, eval_max_seconds: float = 0.0,
                  sample_rate: int = 16000, epoch_mode: str = "exact", window: int = 512, seed: int = 0,
                  rank: int = 0, world: int = 1, include: np.ndarray | None = None, start_epoch: int = 0,
-                 start_batch: int = 0):
+                 start_batch: int = 0, bad_samples: str = "fail", policy: UrlPolicy = UrlPolicy()):
         super().__init__()
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"rank {rank} is not in a world of {world}")
+        if bad_samples not in ("fail", "skip"):
+            raise ValueError(f"bad_samples must be 'fail' or 'skip', not {bad_samples!r}")
         n = int(include.sum()) if include is not None else shards.total
         if train and epoch_mode == "exact" and n < world:
             raise ShardError(f"corpus '{shards.corpus}' has {n} training samples, fewer than {world} ranks")
@@ -122,6 +124,11 @@ class CorpusStream(IterableDataset):
         self.seed, self.rank, self.world, self.include = seed, rank, world, include
         self.start_epoch, self.start_batch = start_epoch, start_batch
         self._iters = 0  # epochs started by this copy; each DataLoader worker holds its own copy
+        self.bad_samples, self.policy = bad_samples, policy
+        self.skipped = SkipLog()
+        """Skipped samples summed by the consumer in this process (see the module docstring)."""
+        self._pending: list[dict] = []  # skip records not yet attached to a batch (in the reading process)
+        self._logged: set = set()  # (shard, reason) pairs already logged: a corrupt shard warns once
 
     # -- planning ---------------------------------------------------------------------------------------------
     def batches_per_epoch(self) -> int:
@@ -173,13 +180,11 @@ class CorpusStream(IterableDataset):
         _, first = np.unique(shard_of, return_index=True)
         shard_order = shard_of[np.sort(first)]
         needed = set(flat.tolist())
-        stash: dict[int, dict] = {}
+        stash: dict[int, dict | ShardReadError] = {}
         nxt = 0
         for s in shard_order:
-            for pos, sample in iter_shard(self.shards.urls[s]):
-                g = int(offs[s]) + pos
-                if g in needed:
-                    stash[g] = sample
+            got = self._read(int(s), lambda p, o=int(offs[s]): o + p in needed)
+            stash.update({int(offs[s]) + pos: item for pos, item in got.items()})
             while nxt < len(todo) and all(int(g) in stash for g in todo[nxt][1]):
                 j, gs = todo[nxt]
                 yield self._build([stash.pop(int(g)) for g in gs], gs, epoch, crop,
@@ -199,11 +204,10 @@ class CorpusStream(IterableDataset):
         j = 0
         while True:
             s = int(rng.choice(len(counts), p=counts / counts.sum()))
-            for pos, sample in iter_shard(self.shards.urls[s]):
-                g = int(offs[s]) + pos
-                if self.include is not None and not self.include[g]:
-                    continue
-                buf.append((g, sample))
+            o = int(offs[s])
+            got = self._read(s, lambda p, o=o: self.include is None or bool(self.include[o + p]))
+            for pos in sorted(got):
+                buf.append((o + pos, got[pos]))
                 if len(buf) < self.window:
                     continue
                 batch.append(buf.pop(int(rng.integers(len(buf)))))
@@ -212,33 +216,46 @@ class CorpusStream(IterableDataset):
                     yield self._build([x for _, x in batch], gs, j, True, {"epoch": 0, "batch": j, "worker": w})
                     batch, j = [], j + 1
 
+    def _read(self, s: int, keep) -> dict:
+        sha = self.shards.sha256[s] if self.shards.sha256 else None
+        return read_shard(self.shards.urls[s], self.shards.counts[s], sha, keep, self.policy)
+
     # -- decoding ---------------------------------------------------------------------------------------------
-    def _build(self, samples: list[dict], gs: np.ndarray, epoch: int, crop: bool, extra: dict) -> dict:
+    def _build(self, items: list, gs: np.ndarray, epoch: int, crop: bool, extra: dict) -> dict:
+        """One batch from checked items (see :func:`read_shard`); bad ones fail or are skipped."""
         waves, targets, metas = [], [], []
-        for sample, g in zip(samples, gs):
-            meta = json.loads(sample["json"])
-            key = meta[self.field]
-            if key not in self.targets:
-                raise ShardError(f"corpus '{self.shards.corpus}': {self.field} '{key}' of {meta['id']} is not in "
-                                 f"the label map ({len(self.targets)} classes)")
-            waves.append(self._decode(sample["flac"], int(g), epoch, crop))
+        for item, g in zip(items, gs):
+            try:
+                if isinstance(item, ShardReadError):
+                    raise item
+                meta = item["meta"]
+                key = meta[self.field]
+                if key not in self.targets:
+                    raise bad(item["shard"], f"{item['sample']['__key__']}.json", f"{self.field} '{key[:60]}' is "
+                              f"not in the label map of corpus '{self.shards.corpus}' ({len(self.targets)} classes)")
+                wave = self._decode(item, int(g), epoch, crop)
+            except ShardReadError as exc:
+                if self.bad_samples == "fail":
+                    raise
+                self._pending.append(skip_record(exc, self._logged))
+                continue
+            waves.append(wave)
             targets.append(self.targets[key])
             metas.append(meta)
-        return collate(waves, targets, metas, {"corpus": self.shards.corpus, **extra})
+        if not waves:
+            raise ShardError(f"corpus '{self.shards.corpus}': all {len(items)} samples of batch {extra['batch']} "
+                             f"are bad (last: {self._pending[-1]['reason'][:120]}); run `emonet shard verify`")
+        out = collate(waves, targets, metas, {"corpus": self.shards.corpus, **extra})
+        out["skipped"], self._pending = self._pending, []
+        return out
 
-    def _decode(self, data: bytes, g: int, epoch: int, crop: bool) -> np.ndarray:
+    def _decode(self, item: dict, g: int, epoch: int, crop: bool) -> np.ndarray:
         """Decode only the needed chunk: a random ``max_seconds`` crop (train) or the first ``eval_max``."""
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            if f.samplerate != self.sample_rate:
-                raise ShardError(f"shard audio is {f.samplerate} Hz, expected {self.sample_rate} Hz; re-shard with "
-                                 f"shard.sample_rate={self.sample_rate}")
-            n = f.frames
-            take = n
-            if crop and n > self.max_samples:
-                take = self.max_samples
-                start = int(np.random.default_rng([self.seed, epoch, g, 0xC20]).integers(0, n - take + 1))
-                f.seek(start)
-            elif not crop and self.eval_max_samples and n > self.eval_max_samples:
-                take = self.eval_max_samples
-            wave = f.read(take, dtype="float32", always_2d=True)
-        return wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+        n = item["meta"]["num_samples"]  # checked against the FLAC header by decode()
+        start, take = 0, n
+        if crop and n > self.max_samples:
+            take = self.max_samples
+            start = int(np.random.default_rng([self.seed, epoch, g, 0xC20]).integers(0, n - take + 1))
+        elif not crop and self.eval_max_samples and n > self.eval_max_samples:
+            take = self.eval_max_samples
+        return decode(item["sample"], item["meta"], item["shard"], self.sample_rate, start, take)
