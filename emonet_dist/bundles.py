@@ -280,12 +280,14 @@ def _http_limits() -> Iterator[None]:
 @contextmanager
 def mlflow_download(uri: str, tracking_uri: str | None, what: str) -> Iterator[Path]:
     """An MLflow ``runs:/`` or ``models:/`` artifact in a temporary directory that is removed on exit."""
-    import mlflow
-
     if not isinstance(uri, str) or not uri.startswith(("runs:/", "models:/")):
         raise EmonetError(f"{what} location {str(uri)[:60]!r} is not a runs:/ or models:/ URI")
-    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
-    probe_tracking_server(tracking_uri)
+    if not tracking_uri:
+        import mlflow
+
+        tracking_uri = mlflow.get_tracking_uri()
+    probe_tracking_server(tracking_uri)  # before importing mlflow: an unreachable server fails in seconds
+    import mlflow
     with tempfile.TemporaryDirectory(prefix="emonet-") as tmp:
         with _http_limits():
             try:
