@@ -56,8 +56,10 @@ def _edit(bundle, change):
 
 def _reseal(bundle, change):
     """Apply ``change`` and seal again, as a careful forger (or a buggy exporter) would."""
-    from emonet_dist.bundles import seal_bundle
-
+    try:
+        from emonet_dist.bundles import seal_bundle
+    except ImportError:  # the code before the seal (these tests also run against it): nothing to re-seal
+        return _edit(bundle, change)
     meta = json.loads((bundle / "bundle.json").read_text())
     change(meta)
     seal_bundle(bundle, meta)
@@ -224,8 +226,9 @@ def test_a_backbone_from_mlflow_loads_and_its_download_is_removed(tmp_path, monk
 
 # [row 13] bounded memory -----------------------------------------------------------------------------------------
 def test_a_long_file_is_streamed_in_bounded_batches(tmp_path):
-    from emonet_dist.predict import BATCH_CHUNKS, predict_files
+    from emonet_dist import predict
 
+    bound = getattr(predict, "BATCH_CHUNKS", 8)  # the documented bound (the old code had none)
     model, bundle = _bundle(tmp_path)
     meta = json.loads((bundle / "bundle.json").read_text())
     seconds, chunk_s = 64, 0.5
@@ -233,14 +236,14 @@ def test_a_long_file_is_streamed_in_bounded_batches(tmp_path):
     counting = CountingModel(model)
     tracemalloc.start()  # numpy's buffers are traced: the decoded audio, blocks, chunk buffers
     try:
-        results, failed = predict_files(counting, "toy", meta, [path], chunk_seconds=chunk_s)
+        results, failed = predict.predict_files(counting, "toy", meta, [path], chunk_seconds=chunk_s)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert failed == [] and abs(results[0]["seconds"] - seconds) < 1e-3
     chunk = int(chunk_s * 16000)
-    assert len(counting.shapes) == seconds / chunk_s / BATCH_CHUNKS
-    assert max(b for b, _ in counting.shapes) <= BATCH_CHUNKS
+    assert max(b for b, _ in counting.shapes) <= bound
+    assert len(counting.shapes) == seconds / chunk_s / bound
     assert max(w for _, w in counting.shapes) <= chunk + chunk // 4
     file_bytes = seconds * 16000 * 4  # the whole file as float32: what decoding it at once holds
     assert peak < file_bytes / 3, f"numpy peak {peak / 1e6:.1f} MB for a {file_bytes / 1e6:.1f} MB file"
