@@ -166,6 +166,24 @@ def test_resealed_bundles_are_checked_against_their_weights(tmp_path, change, ma
         load_bundle(bundle)
 
 
+def test_bundle_export_writes_sealed_bundles_even_from_a_run_sealed_the_old_way(tmp_path):
+    from emonet_dist.bundles import export_bundle
+
+    model, src = _bundle(tmp_path)
+    _edit(src, lambda m: m["files_sha256"].pop("bundle.json"))  # a run directory written before the seal
+    out = export_bundle(src.parent.parent, "toy", tmp_path / "exported")
+    assert set(json.loads((out / "bundle.json").read_text())["files_sha256"]) == {
+        "corpus.safetensors", "corpus.json", "bundle.json"}
+    loaded, name, meta = load_bundle(out)
+    x, n = torch.randn(1, 8000) * 0.1, torch.tensor([8000])
+    with torch.no_grad():
+        assert name == "toy" and meta["classes"] == CLASSES and torch.equal(model(x, n, "toy"), loaded(x, n, "toy"))
+    st = src / "corpus.safetensors"  # the run's own files are verified before they are re-sealed
+    st.write_bytes(st.read_bytes()[:-1] + bytes([st.read_bytes()[-1] ^ 0xFF]))
+    with pytest.raises(EmonetError, match="corpus.safetensors does not match"):
+        export_bundle(src.parent.parent, "toy", tmp_path / "again")
+
+
 def _without_local_backbone(bundle, tracking_uri, run_id="0123456789abcdef"):
     import shutil
 
