@@ -141,7 +141,7 @@ def test_a_bundle_without_its_seal_is_refused_and_its_weights_stay_covered(tmp_p
     with pytest.raises(EmonetError, match="is not sealed"):
         load_bundle(bundle)
     _, bundle = _bundle(tmp_path / "b")
-    _edit(bundle, lambda m: m["files_sha256"].pop("bundle.json"))  # a bundle sealed the old way
+    _edit(bundle, lambda m: m["files_sha256"].pop("bundle.json", None))  # a bundle sealed the old way
     with pytest.raises(EmonetError, match="is not sealed"):
         load_bundle(bundle)
     _, bundle = _bundle(tmp_path / "c")
@@ -170,7 +170,7 @@ def test_bundle_export_writes_sealed_bundles_even_from_a_run_sealed_the_old_way(
     from emonet_dist.bundles import export_bundle
 
     model, src = _bundle(tmp_path)
-    _edit(src, lambda m: m["files_sha256"].pop("bundle.json"))  # a run directory written before the seal
+    _edit(src, lambda m: m["files_sha256"].pop("bundle.json", None))  # a run directory written before the seal
     out = export_bundle(src.parent.parent, "toy", tmp_path / "exported")
     assert set(json.loads((out / "bundle.json").read_text())["files_sha256"]) == {
         "corpus.safetensors", "corpus.json", "bundle.json"}
