@@ -223,6 +223,18 @@ def test_a_backbone_in_an_unreachable_tracking_store_fails_within_30_s(tmp_path)
     assert isinstance(exc, EmonetError) and "does not answer" in str(exc) and took < 15, (exc, took)
 
 
+def test_predict_with_a_bundle_in_an_unreachable_tracking_store_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")  # main sets it from --tracking-uri; restored afterwards
+    wav = write_tone(tmp_path / "a.wav", 0.5)
+    uri = f"http://127.0.0.1:{free_port()}"
+    box = {}
+    exc, _ = _finishes_within(30, lambda: box.update(code=main(
+        ["predict", "--bundle", "models:/emonet-x/1", "--tracking-uri", uri, str(wav)])))
+    err = capsys.readouterr().err
+    assert exc is None and box["code"] == 2, (exc, err)
+    assert err.startswith("error: MLflow tracking server http://127.0.0.1:") and len(err.splitlines()) == 1
+
+
 def test_a_backbone_from_mlflow_loads_and_its_download_is_removed(tmp_path, monkeypatch):
     import mlflow
 
