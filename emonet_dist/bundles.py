@@ -145,8 +145,7 @@ def export_bundle(run_dir: str | Path, corpus: str, out: str | Path, checkpoint:
 
     ``final`` points to the run's ``backbone/``; ``best`` (the corpus's best-dev model) saves that model's
     backbone once under ``<run>/best/<corpus>/backbone`` and points there. The run's own bundle is verified
-    first (its corpus files always; its ``bundle.json`` when a run written before the seal lacks that entry,
-    it is re-sealed as exported).
+    first: its corpus files always, its ``bundle.json`` unless the run predates the seal (it is sealed here).
     """
     run_dir, out = Path(run_dir), Path(out)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
