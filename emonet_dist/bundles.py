@@ -281,6 +281,7 @@ def mlflow_download(uri: str, tracking_uri: str | None, what: str) -> Iterator[P
     """An MLflow ``runs:/`` or ``models:/`` artifact in a temporary directory that is removed on exit."""
     if not isinstance(uri, str) or not uri.startswith(("runs:/", "models:/")):
         raise EmonetError(f"{what} location {str(uri)[:60]!r} is not a runs:/ or models:/ URI")
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
         import mlflow
 
