@@ -7,7 +7,9 @@ resampling. Waveforms are float32 numpy arrays shaped ``(frames,)`` once they ar
 from __future__ import annotations
 
 import io
+import math
 import stat
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -160,3 +162,110 @@ def decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
 
 def _short(exc: Exception) -> str:
     return str(exc).replace("\n", " ").strip()[:200] or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# streaming (``emonet predict``): memory bounded by the block size, whatever the file's length
+# ---------------------------------------------------------------------------------------------------------------
+STREAM_BLOCK_FRAMES = 1 << 16
+"""Frames decoded per read (about 4 s at 16 kHz, 1.5 s at 44.1 kHz)."""
+
+
+class StreamResampler:
+    """:func:`resample`, fed block by block, with the same output as resampling the whole signal at once.
+
+    torchaudio's resampler is a strided convolution: with both rates divided by their gcd (``orig``, ``new``),
+    the signal is zero-padded by ``width`` samples on the left and ``width + orig`` on the right, and output
+    group ``j`` (``new`` samples) reads padded input ``[j*orig, j*orig + 2*width + orig)``. Carrying the input a
+    group still needs over to the next block gives every group exactly the input it gets from the whole-file
+    call, so blocks leave no edge artefacts; only the convolution's float summation order may differ (~1e-7).
+    """
+
+    def __init__(self, orig_sr: int, target_sr: int) -> None:
+        self.identity = orig_sr == target_sr
+        if self.identity:
+            return
+        import torch
+        import torchaudio
+
+        rs = torchaudio.transforms.Resample(orig_sr, target_sr, lowpass_filter_width=16, rolloff=0.945,
+                                            resampling_method="sinc_interp_kaiser", beta=8.555, dtype=torch.float32)
+        self.kernel, self.width = rs.kernel, rs.width  # the kernel :func:`resample` builds (float32), (new, 1, K)
+        self.orig, self.new = orig_sr // rs.gcd, target_sr // rs.gcd
+        self.pending = np.zeros(self.width, np.float32)  # the left zero padding, then input not yet consumed
+        self.n_in = self.n_out = 0
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Resampled samples that ``x`` (mono float32, the next part of the signal) completes."""
+        if self.identity:
+            return x.astype(np.float32, copy=False)
+        self.n_in += len(x)
+        self.pending = np.concatenate([self.pending, x.astype(np.float32, copy=False)])
+        return self._groups()
+
+    def flush(self) -> np.ndarray:
+        """The last samples, after the right zero padding; output length ``ceil(n_in * new / orig)`` in all."""
+        if self.identity:
+            return np.zeros(0, np.float32)
+        self.pending = np.concatenate([self.pending, np.zeros(self.width + self.orig, np.float32)])
+        out = self._groups()
+        # torchaudio's own rule for the output length (float division, then ceil)
+        keep = math.ceil(self.new * self.n_in / self.orig) - (self.n_out - len(out))
+        return out[:max(keep, 0)]
+
+    def _groups(self) -> np.ndarray:
+        import torch
+
+        k = 2 * self.width + self.orig
+        if len(self.pending) < k:
+            return np.zeros(0, np.float32)
+        m = (len(self.pending) - k) // self.orig + 1
+        x = torch.from_numpy(self.pending[: (m - 1) * self.orig + k])[None, None]
+        y = torch.nn.functional.conv1d(x, self.kernel, stride=self.orig)  # (1, new, m)
+        self.pending = self.pending[m * self.orig:].copy()
+        out = y[0].transpose(0, 1).reshape(-1).numpy()
+        self.n_out += len(out)
+        return out
+
+
+def stream_mono(path: str | Path, target_sr: int, block_frames: int = STREAM_BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Read a file block by block as mono float32 at ``target_sr`` (what :func:`load_mono` returns, in pieces).
+
+    Raises :class:`AudioError` with the same reasons as :func:`read_audio`; a truncated or corrupt file may
+    raise only after some blocks were yielded, so callers discard what they computed from them.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AudioError(f"cannot access file: {exc.strerror or exc}") from None
+    if size == 0:
+        raise AudioError("empty file (0 bytes)")
+    try:
+        f = sf.SoundFile(str(path))
+    except PermissionError as exc:
+        raise AudioError(f"cannot open file: {exc.strerror}") from None
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise AudioError(f"not decodable audio: {_short(exc)}") from None
+    with f:
+        expected, rs, got = f.frames, StreamResampler(f.samplerate, target_sr), 0
+        while True:
+            try:
+                data = f.read(block_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+                raise AudioError(f"not decodable audio: {_short(exc)}") from None
+            if data.shape[0] == 0:
+                break
+            if not np.isfinite(data).all():
+                raise AudioError("audio holds NaN or infinite samples")
+            got += data.shape[0]
+            out = rs.push(to_mono(data))
+            if len(out):
+                yield out
+        if got == 0:
+            raise AudioError("no audio samples (0 frames)")
+        if got < expected:
+            raise AudioError(f"truncated: header promises {expected} frames, only {got} decode")
+        out = rs.flush()
+        if len(out):
+            yield out

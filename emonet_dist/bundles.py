@@ -4,21 +4,39 @@ A bundle directory holds
 
 * ``corpus.safetensors`` + ``corpus.json`` — the corpus's tensors and model metadata (:mod:`emonet_dist.model.weights`);
 * ``bundle.json`` — task, label map, class counts, frontend settings, the sha256 of the backbone it was trained
-  with, where that backbone lives (a local path and/or an MLflow ``runs:/`` URI), and the sha256 of the two
-  corpus files.
+  with, where that backbone lives (a local path and/or an MLflow ``runs:/`` URI), and the seal.
+
+The seal is ``files_sha256`` in ``bundle.json``; it is mandatory and covers everything that changes a
+prediction: ``corpus.safetensors`` and ``corpus.json`` (sha256 of their bytes) and ``bundle.json`` itself
+(sha256 of its canonical content without the ``files_sha256`` field: ``json.dumps(..., sort_keys=True,
+separators=(",", ":"), ensure_ascii=True)``, so re-indenting the file keeps the seal but editing a class name,
+the sample rate or the frontend does not). On top of the hashes, loading checks the bundle against its
+weights: the class names against ``corpus.json``'s labels and the head's output size, the frontend and the
+model config against the backbone's. The seal detects edits and corruption; it is not a signature (whoever
+can write a bundle can re-seal it), so bundles are still only as trustworthy as their source.
 
 A bundle is small (a few hundred kB at the paper's widths); the backbone is shared by every bundle exported
-from the same run. Loading refuses a bundle whose files do not match their recorded hashes (tampering or
-corruption) and a backbone whose weights hash differently from the one the bundle needs. Nothing is unpickled.
+from the same run. Loading refuses a bundle without a seal or whose seal does not match (re-export it with
+``emonet bundle export``) and a backbone whose weights hash differently from the one the bundle needs. A
+backbone or bundle fetched from MLflow is downloaded into a temporary directory removed after loading, after
+a short reachability probe of the tracking server, with bounded HTTP timeouts and retries. Nothing is
+unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import os
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -29,6 +47,15 @@ from .model.weights import backbone_hash, load_corpus, load_model, save_corpus
 from .tracking import metric_key
 
 FILES = ("corpus.safetensors", "corpus.json")
+SEALED = (*FILES, "bundle.json")
+SEAL_KEY = "files_sha256"
+REQUIRED = ("corpus", "task", "classes", "frontend", "backbone_sha256")
+
+PROBE_SECONDS = 5.0
+"""How long an http(s) MLflow tracking server has to answer before a download is refused."""
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+"""MLflow's per-request timeout and retries during a download (its defaults: 120 s, 7 retries)."""
 
 
 def _sha256(path: Path) -> str:
@@ -74,14 +101,28 @@ def load_backbone(directory: Path, device: str = "cpu") -> EmoNet:
     return model.to(device)
 
 
+def _canonical(meta: dict) -> bytes:
+    """The bytes the ``bundle.json`` seal hashes: its content without the seal, in one canonical spelling."""
+    body = {k: v for k, v in meta.items() if k != SEAL_KEY}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def seal_bundle(out: Path, meta: dict) -> Path:
+    """Write ``out/bundle.json``: ``meta`` plus the seal over the corpus files and over ``meta`` itself."""
+    meta = {k: v for k, v in meta.items() if k != SEAL_KEY}
+    seal = {name: _sha256(out / name) for name in FILES}
+    seal["bundle.json"] = hashlib.sha256(_canonical(meta)).hexdigest()
+    tmp = out / "bundle.json.tmp"
+    tmp.write_text(json.dumps({**meta, SEAL_KEY: seal}, indent=2) + "\n")
+    os.replace(tmp, out / "bundle.json")
+    return out
+
+
 def write_bundle(model: EmoNet, corpus: str, out: Path, meta: dict) -> Path:
-    """Save ``corpus``'s tensors and a ``bundle.json`` (``meta`` + frontend + file hashes) into ``out``."""
+    """Save ``corpus``'s tensors and a sealed ``bundle.json`` (``meta`` + frontend + seal) into ``out``."""
     out = Path(out)
     save_corpus(model, corpus, out)
-    full = {"corpus": corpus, **meta, "frontend": typed.to_dict(model.cfg.frontend),
-            "files_sha256": {name: _sha256(out / name) for name in FILES}}
-    (out / "bundle.json").write_text(json.dumps(full, indent=2))
-    return out
+    return seal_bundle(out, {"corpus": corpus, **meta, "frontend": typed.to_dict(model.cfg.frontend)})
 
 
 def read_bundle_meta(bundle: str | Path) -> dict:
@@ -89,14 +130,22 @@ def read_bundle_meta(bundle: str | Path) -> dict:
     if not path.is_file():
         raise EmonetError(f"{bundle} is not an adapter bundle (no bundle.json); export one with "
                           "`emonet bundle export --run RUN --corpus NAME --out DIR`")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EmonetError(f"{path} is not valid JSON ({str(exc)[:60]}); re-export the bundle") from None
+    missing = [k for k in REQUIRED if k not in meta] if isinstance(meta, dict) else list(REQUIRED)
+    if missing:
+        raise EmonetError(f"{path} lacks {', '.join(missing)}; re-export the bundle with `emonet bundle export`")
+    return meta
 
 
 def export_bundle(run_dir: str | Path, corpus: str, out: str | Path, checkpoint: str = "final") -> Path:
-    """Write the bundle of ``corpus`` from a finished run into ``out``; returns ``out``.
+    """Write the sealed bundle of ``corpus`` from a finished run into ``out``; returns ``out``.
 
     ``final`` points to the run's ``backbone/``; ``best`` (the corpus's best-dev model) saves that model's
-    backbone once under ``<run>/best/<corpus>/backbone`` and points there.
+    backbone once under ``<run>/best/<corpus>/backbone`` and points there. The run's own bundle is verified
+    first: its corpus files always, its ``bundle.json`` unless the run predates the seal (it is sealed here).
     """
     run_dir, out = Path(run_dir), Path(out)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
@@ -105,7 +154,8 @@ def export_bundle(run_dir: str | Path, corpus: str, out: str | Path, checkpoint:
     if not (src / "bundle.json").is_file():
         known = sorted(p.name for p in (run_dir / "bundles").glob("*")) if (run_dir / "bundles").is_dir() else []
         raise EmonetError(f"run {run_dir} has no bundle for corpus '{corpus}' (it has: {', '.join(known) or 'none'})")
-    meta = json.loads((src / "bundle.json").read_text())
+    meta = read_bundle_meta(src)
+    verify_bundle(src, meta, require_meta_seal=False)
     if checkpoint == "final":
         model, backbone_dir, backbone_rel = None, run_dir / "backbone", "backbone"
         out.mkdir(parents=True, exist_ok=True)
@@ -127,35 +177,148 @@ def export_bundle(run_dir: str | Path, corpus: str, out: str | Path, checkpoint:
         "tracking_uri": info.get("tracking_uri"),
     })
     if model is not None:
-        return write_bundle(model, corpus, out, {k: v for k, v in meta.items() if k not in ("frontend", "files_sha256")})
-    meta["files_sha256"] = {name: _sha256(out / name) for name in FILES}
-    (out / "bundle.json").write_text(json.dumps(meta, indent=2))
-    return out
+        return write_bundle(model, corpus, out, {k: v for k, v in meta.items() if k not in ("frontend", SEAL_KEY)})
+    return seal_bundle(out, meta)
 
 
-def verify_bundle(bundle: Path, meta: dict) -> None:
-    for name, digest in meta.get("files_sha256", {}).items():
-        if not (bundle / name).is_file() or _sha256(bundle / name) != digest:
+def verify_bundle(bundle: Path, meta: dict, require_meta_seal: bool = True) -> None:
+    """Refuse a bundle without a complete seal or whose files or ``bundle.json`` content do not match it."""
+    seal = meta.get(SEAL_KEY)
+    need = SEALED if require_meta_seal else FILES
+    if not isinstance(seal, dict) or any(not isinstance(seal.get(n), str) for n in need):
+        raise EmonetError(f"bundle {bundle} is not sealed (bundle.json needs {SEAL_KEY} with the sha256 of "
+                          f"{', '.join(need)}); re-export it with `emonet bundle export`")
+    unknown = sorted(set(seal) - set(SEALED))
+    if unknown:
+        raise EmonetError(f"bundle {bundle}: {SEAL_KEY} names files a bundle does not have ({str(unknown)[:60]}); "
+                          "re-export it with `emonet bundle export`")
+    for name in FILES:
+        if not (bundle / name).is_file() or _sha256(bundle / name) != seal[name]:
             raise EmonetError(f"bundle {bundle}: {name} does not match the sha256 recorded in bundle.json (tampered "
                               "or corrupt); re-export it with `emonet bundle export`")
+    if "bundle.json" in seal and hashlib.sha256(_canonical(meta)).hexdigest() != seal["bundle.json"]:
+        raise EmonetError(f"bundle {bundle}: bundle.json was edited after it was sealed (class names, frontend or "
+                          "backbone pointer do not match its sha256); re-export it with `emonet bundle export`")
 
 
-def resolve_backbone(bundle: Path, meta: dict, backbone: str | Path | None) -> Path:
-    """The backbone directory: explicit, next to the bundle, its recorded path, or its MLflow URI."""
-    candidates = [Path(backbone)] if backbone else []
-    candidates += [bundle / "backbone", bundle.parent / "backbone", bundle.parent.parent / "backbone"]
-    if meta.get("backbone_path"):
-        candidates.append(Path(meta["backbone_path"]))
-    for cand in candidates:
-        if (cand / "backbone.json").is_file():
-            return cand
-    if meta.get("backbone_uri"):
+def check_against_weights(bundle: Path, meta: dict, model: EmoNet, name: str) -> None:
+    """The bundle's class names, frontend and corpus against the weights they are applied with."""
+    from .config import FrontendConfig, ModelConfig
+
+    classes, info = meta["classes"], model.corpus_info(name)
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise EmonetError(f"bundle {bundle}: classes must be a list of names")
+    if meta["corpus"] != name:
+        raise EmonetError(f"bundle {bundle}: bundle.json is for corpus {str(meta['corpus'])[:60]!r}, its weights "
+                          f"for {name!r}")
+    if info.labels is not None and list(info.labels) != classes:
+        raise EmonetError(f"bundle {bundle}: class names {str(classes)[:60]} differ from the weights' labels "
+                          f"{str(list(info.labels))[:60]}; re-export the bundle")
+    n_fft = model.cfg.frontend.n_fft
+    with torch.no_grad():  # the head's output size, from the weights themselves
+        outputs = model.eval()(torch.zeros(1, n_fft), torch.tensor([n_fft]), name).shape[-1]
+    if len(classes) != outputs or len(classes) != info.num_classes:
+        raise EmonetError(f"bundle {bundle}: {len(classes)} class names for a head with {outputs} outputs")
+    corpus_meta = json.loads((bundle / "corpus.json").read_text())
+    try:
+        same = (typed.from_dict(FrontendConfig, meta["frontend"]) == model.cfg.frontend
+                and typed.from_dict(ModelConfig, corpus_meta["config"]) == model.cfg)
+    except (EmonetError, KeyError, TypeError) as exc:
+        raise EmonetError(f"bundle {bundle}: unreadable frontend or model config ({str(exc)[:60]})") from None
+    if not same:
+        raise EmonetError(f"bundle {bundle}: its frontend or model config differs from the backbone's; use the "
+                          "backbone the bundle was exported with")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MLflow: bounded in time, temporary downloads removed
+# ---------------------------------------------------------------------------------------------------------------
+def _server(uri: str) -> str:
+    """``scheme://host:port`` of a URI, for messages (no credentials, no path)."""
+    parsed = urlparse(uri)
+    return f"{parsed.scheme}://{parsed.netloc.rsplit('@', 1)[-1]}"[:80]
+
+
+def probe_tracking_server(uri: str, timeout: float = PROBE_SECONDS) -> None:
+    """Fail within ``timeout`` seconds if an ``http(s)`` tracking server does not answer; other stores are local.
+
+    Any HTTP answer (even 401 or 404: auth, a proxy, no ``/health`` route) counts as reachable; a refused
+    connection, a timeout or a socket that accepts but never answers does not.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    try:
+        with urllib.request.urlopen(f"{_server(uri)}{parsed.path.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc or type(exc).__name__
+        raise EmonetError(f"MLflow tracking server {_server(uri)} does not answer within {timeout:g} s "
+                          f"({str(reason)[:60]}); start it, fix --tracking-uri / MLFLOW_TRACKING_URI, or pass "
+                          "--backbone DIR / a local bundle directory") from None
+
+
+@contextmanager
+def _http_limits() -> Iterator[None]:
+    """MLflow's HTTP timeout and retries bounded for one call (values the user set explicitly win)."""
+    saved = {k: os.environ.get(k) for k in HTTP_LIMITS}
+    for k, v in HTTP_LIMITS.items():
+        os.environ.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def mlflow_download(uri: str, tracking_uri: str | None, what: str) -> Iterator[Path]:
+    """An MLflow ``runs:/`` or ``models:/`` artifact in a temporary directory that is removed on exit."""
+    if not isinstance(uri, str) or not uri.startswith(("runs:/", "models:/")):
+        raise EmonetError(f"{what} location {str(uri)[:60]!r} is not a runs:/ or models:/ URI")
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
         import mlflow
 
-        dst = Path(tempfile.mkdtemp(prefix="emonet-backbone-"))
-        return Path(mlflow.artifacts.download_artifacts(meta["backbone_uri"], dst_path=str(dst),
-                                                        tracking_uri=meta.get("tracking_uri")))
-    raise EmonetError(f"cannot find the backbone of bundle {bundle} (sha256 {meta['backbone_sha256'][:12]}...); "
+        tracking_uri = mlflow.get_tracking_uri()
+    probe_tracking_server(tracking_uri)  # before importing mlflow: an unreachable server fails in seconds
+    import mlflow
+    with tempfile.TemporaryDirectory(prefix="emonet-") as tmp:
+        with _http_limits():
+            try:
+                path = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp, tracking_uri=tracking_uri))
+            except Exception as exc:  # noqa: BLE001 - registry and store errors vary
+                raise EmonetError(f"cannot fetch {what} {uri[:60]} from MLflow at {_server(tracking_uri)} "
+                                  f"({str(exc)[:80]}); is the tracking URI right?") from None
+        yield path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------------------------
+def _local_backbone(bundle: Path, meta: dict, backbone: str | Path | None) -> Path | None:
+    """The backbone directory on disk: explicit, next to the bundle, or its recorded path."""
+    candidates = [Path(backbone)] if backbone else []
+    candidates += [bundle / "backbone", bundle.parent / "backbone", bundle.parent.parent / "backbone"]
+    if isinstance(meta.get("backbone_path"), str):
+        candidates.append(Path(meta["backbone_path"]))
+    return next((c for c in candidates if (c / "backbone.json").is_file()), None)
+
+
+def _backbone_of(bundle: Path, meta: dict, backbone: str | Path | None) -> tuple[EmoNet, str]:
+    """The bundle's backbone model and where it came from (a local one first, else its MLflow URI)."""
+    where = _local_backbone(bundle, meta, backbone)
+    if where is not None:
+        return load_backbone(where), str(where)
+    if meta.get("backbone_uri"):
+        with mlflow_download(meta["backbone_uri"], meta.get("tracking_uri"), "backbone") as where:
+            return load_backbone(where), meta["backbone_uri"]
+    raise EmonetError(f"cannot find the backbone of bundle {bundle} (sha256 {str(meta['backbone_sha256'])[:12]}...); "
                       "pass --backbone DIR")
 
 
@@ -165,30 +328,32 @@ def load_bundle(bundle: str | Path, backbone: str | Path | None = None, device: 
     bundle = Path(bundle)
     meta = read_bundle_meta(bundle)
     verify_bundle(bundle, meta)
-    where = resolve_backbone(bundle, meta, backbone)
-    model = load_backbone(where)
+    model, where = _backbone_of(bundle, meta, backbone)
     if backbone_hash(model) != meta["backbone_sha256"]:
-        raise EmonetError(f"bundle {bundle} was trained on backbone {meta['backbone_sha256'][:12]}..., but {where} "
-                          f"holds {backbone_hash(model)[:12]}...; use the backbone the bundle was exported with")
-    name = load_corpus(model, bundle)
+        raise EmonetError(f"bundle {bundle} was trained on backbone {str(meta['backbone_sha256'])[:12]}..., but "
+                          f"{where[:60]} holds {backbone_hash(model)[:12]}...; use the backbone the bundle was "
+                          "exported with")
+    try:
+        name = load_corpus(model, bundle)
+    except RuntimeError as exc:  # load_state_dict(strict=True): a tensor missing or of the wrong shape
+        raise EmonetError(f"bundle {bundle}: corpus.safetensors does not fit corpus.json ({str(exc)[:80]})") from None
+    check_against_weights(bundle, meta, model, name)
     return model.to(device).eval(), name, meta
 
 
-def fetch_bundle(ref: str) -> Path:
-    """A local bundle directory for a path, ``runs:/<id>/<path>`` or ``models:/<name>/<version>`` reference."""
+@contextmanager
+def open_bundle(ref: str) -> Iterator[Path]:
+    """A local bundle directory for a path, ``runs:/<id>/<path>`` or ``models:/<name>/<version>`` reference;
+    a downloaded one lives in a temporary directory removed when the ``with`` block ends."""
     if ref.startswith(("runs:/", "models:/")):
-        import mlflow
-
-        dst = Path(tempfile.mkdtemp(prefix="emonet-bundle-"))
-        try:
-            return Path(mlflow.artifacts.download_artifacts(ref, dst_path=str(dst)))
-        except Exception as exc:  # noqa: BLE001 - registry and store errors vary
-            raise EmonetError(f"cannot fetch bundle {ref} from MLflow ({exc}); is MLFLOW_TRACKING_URI set?") from None
+        with mlflow_download(ref, None, "bundle") as path:
+            yield path
+        return
     path = Path(ref)
     if not path.is_dir():
-        raise EmonetError(f"bundle {ref} does not exist; pass a bundle directory, runs:/RUN_ID/bundles/NAME or "
+        raise EmonetError(f"bundle {ref[:60]} does not exist; pass a bundle directory, runs:/RUN_ID/bundles/NAME or "
                           "models:/NAME/VERSION")
-    return path
+    yield path
 
 
 def register_bundle(bundle: str | Path, name: str, tracking_uri: str, run_id: str | None = None) -> int:

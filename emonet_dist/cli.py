@@ -218,41 +218,74 @@ def cmd_bundle_register(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import csv as _csv
     import os
 
-    from .bundles import fetch_bundle, load_bundle
-    from .predict import expand_inputs, predict_files
+    from .bundles import load_bundle, open_bundle
+    from .predict import chunk_samples, expand_inputs, predict_files
 
     if args.tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
-    bundle = fetch_bundle(args.bundle)
-    model, corpus, meta = load_bundle(bundle, args.backbone, device=args.device)
+    with open_bundle(args.bundle) as bundle:  # a downloaded bundle is removed once loaded
+        model, corpus, meta = load_bundle(bundle, args.backbone, device=args.device)
+    chunk_samples(args.chunk_seconds, meta["frontend"]["sample_rate"], meta["frontend"]["n_fft"])
     files, failed = expand_inputs(args.inputs)
+    if not files:
+        why = f" ({failed[0][0][:60]}: {failed[0][1]})" if failed else ""
+        raise EmonetError(f"no audio files to predict in {len(args.inputs)} input(s){why}; pass audio files or "
+                          "directories holding them (.wav, .flac, ...)")
     results, unreadable = predict_files(model, corpus, meta, files, args.chunk_seconds, args.device)
     failed += unreadable
-    if args.format == "json":
-        print(json.dumps(results, indent=1))
-    elif args.format == "csv":
-        w = _csv.writer(sys.stdout)
-        av_cols = [k for k in ("arousal", "valence") if results and k in results[0]]
-        w.writerow(["file", "label", "confidence", *[f"prob_{c}" for c in meta["classes"]], *av_cols])
-        for r in results:
-            w.writerow([r["file"], r["label"], f"{r['confidence']:.4f}", *[f"{r['probs'][c]:.6f}" for c in meta["classes"]],
-                        *[r[k] for k in av_cols]])
-    else:
-        width = max([len(r["file"]) for r in results] + [4])
-        extra = [k for k in ("arousal", "valence") if results and k in results[0]]
-        print(f"{'file':{width}s}  {'label':12s} confidence" + "".join(f"  {k:9s}" for k in extra))
-        for r in results:
-            print(f"{r['file']:{width}s}  {r['label']:12s} {r['confidence']:10.3f}" +
-                  "".join(f"  {r[k]:9s}" for k in extra))
+    _print_predictions(args.format, results, failed, meta["classes"], order=[str(f) for f in files])
     for path, reason in failed:
         print(f"error: {path}: {reason}", file=sys.stderr)
     if failed:
         print(f"{len(failed)} file(s) could not be read; {len(results)} predicted", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_predictions(fmt: str, results: list[dict], failed: list[tuple[str, str]], classes: list[str],
+                       order: list[str]) -> None:
+    """Every file in input order (missing inputs first): its prediction, or its reason (JSON ``error`` key, CSV
+    ``error`` column, table ``(error)`` row)."""
+    import csv as _csv
+
+    pos = {f: i for i, f in reversed(list(enumerate(order)))}
+    rows = sorted(results + [{"file": f, "error": r} for f, r in failed], key=lambda r: pos.get(r["file"], -1))
+    av_cols = [k for k in ("arousal", "valence") if results and k in results[0]]
+    if fmt == "json":
+        print(json.dumps(rows, indent=1))
+    elif fmt == "csv":
+        w = _csv.writer(sys.stdout)
+        w.writerow(["file", "label", "confidence", *[f"prob_{c}" for c in classes], *av_cols, "error"])
+        for r in rows:
+            if "error" in r:
+                w.writerow([r["file"], "", "", *[""] * len(classes), *[""] * len(av_cols), r["error"]])
+            else:
+                w.writerow([r["file"], r["label"], f"{r['confidence']:.4f}", *[f"{r['probs'][c]:.6f}" for c in classes],
+                            *[r[k] for k in av_cols], ""])
+    else:
+        width = max([len(r["file"]) for r in rows] + [4])
+        print(f"{'file':{width}s}  {'label':12s} confidence" + "".join(f"  {k:9s}" for k in av_cols))
+        for r in rows:
+            if "error" in r:
+                print(f"{r['file']:{width}s}  {'(error)':12s} {r['error'][:60]}")
+            else:
+                print(f"{r['file']:{width}s}  {r['label']:12s} {r['confidence']:10.3f}" +
+                      "".join(f"  {r[k]:9s}" for k in av_cols))
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 (nan, inf, 0 and negatives are refused in one line)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text[:20]!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text[:20]!r}")
+    return value
 
 
 def cmd_report(args) -> int:
@@ -471,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
     pred.add_argument("--backbone", help="backbone directory (default: found from the bundle)")
     pred.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    pred.add_argument("--chunk-seconds", type=float, default=10.0, help="long files are cut into chunks (default 10)")
+    pred.add_argument("--chunk-seconds", type=_seconds, default=10.0,
+                      help="long files are cut into chunks (default 10; at least one STFT window)")
     pred.add_argument("--device", default="cpu")
     pred.add_argument("--tracking-uri", help="MLflow tracking URI for runs:/ and models:/ references")
     pred.set_defaults(func=cmd_predict)

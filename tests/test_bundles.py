@@ -83,7 +83,9 @@ def test_predict_handles_rates_channels_lengths_and_bad_files(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 1  # one file failed; the others were still predicted
     rows = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(out)}
-    assert set(rows) == {"stereo44k.wav", "tel8k.flac", "long60s.wav"}
+    # every file is listed: the bad one with its reason instead of a prediction
+    assert set(rows) == {"stereo44k.wav", "tel8k.flac", "long60s.wav", "corrupt.wav"}
+    assert rows.pop("corrupt.wav")["error"].startswith("not decodable audio")
     assert abs(rows["long60s.wav"]["seconds"] - 60.0) < 0.01
     for r in rows.values():
         assert r["label"] in CLASSES and abs(sum(r["probs"].values()) - 1) < 1e-5
