@@ -4,13 +4,23 @@ Every error that reaches the CLI is an :class:`EmonetError`; the CLI prints its 
 with status 2 instead of showing a traceback. Messages say what went wrong, where, and how to fix it.
 """
 
+import reprlib
+
 
 class EmonetError(Exception):
     """Base class for user-facing errors (bad input, bad config, refused operations)."""
 
 
 class ConfigError(EmonetError):
-    """A config key is unknown, has the wrong type, or holds an invalid value."""
+    """A config key is unknown, has the wrong type, or holds an invalid value.
+
+    ``key`` is set when the message starts with the name of the field it is about, so that the loader can
+    replace that name with the full dotted key (``batch_size ...`` -> ``data.batch_size ...``).
+    """
+
+    def __init__(self, message: str = "", key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class CorpusError(EmonetError):
@@ -23,3 +33,30 @@ class SpeakerLeakageError(CorpusError):
 
 class ShardError(EmonetError):
     """A shard set is missing, inconsistent or corrupt."""
+
+
+def short(value: object, n: int = 60) -> str:
+    """At most about ``n`` characters of ``value`` for an error message, on one line, ``...`` marking a cut.
+
+    Strings are quoted (``repr``) so that empty and blank values stay visible; an exception gives its message
+    (or its type when the message is empty). Values that came from input can be huge (a 10,000-character
+    string, a YAML alias bomb that expands to 10**8 items): only a bounded prefix is ever formatted, so this
+    is cheap for any size.
+    """
+    if isinstance(value, BaseException):
+        text = " ".join(str(value).split()) or type(value).__name__
+    elif isinstance(value, str):
+        text = repr(value[:n]) + ("..." if len(value) > n else "")
+    else:
+        text = " ".join(_REPR.repr(value).split())
+    return text if len(text) <= n + 5 else text[:n] + "..."
+
+
+def _bounded_repr() -> reprlib.Repr:
+    r = reprlib.Repr()  # repr that stops after a few items and levels (a nested value never expands fully)
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, 40, 40, 40
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 4
+    return r
+
+
+_REPR = _bounded_repr()

@@ -22,13 +22,55 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, short
 
 T = TypeVar("T")
 
 
+# --------------------------------------------------------------------------------------------------------------
+# YAML loading: safe tags only, and a bound on what aliases can expand to
+# --------------------------------------------------------------------------------------------------------------
+MAX_YAML_VALUES = 20_000
+"""Most values (scalars, lists, mappings) one YAML document may hold with every alias expanded. The largest
+shipped config or spec holds a few hundred; a 331-byte alias bomb (9 levels of 9 aliases) expands to 10**8."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (PyYAML follows YAML 1.1, which needs ``1.0e-3``)."""
+    """SafeLoader that also reads ``1e-3`` as a float (PyYAML follows YAML 1.1, which needs ``1.0e-3``) and
+    refuses a document whose aliases expand past :data:`MAX_YAML_VALUES` values or into themselves.
+
+    PyYAML shares one node per anchor, so composing an alias bomb is cheap; the cost comes later, when a
+    strict type check walks, copies or formats the expanded value. The check runs on the composed node graph,
+    before anything is constructed, and visits each node once.
+    """
+
+    def get_single_node(self):  # noqa: ANN201 - PyYAML's API
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int]) -> int:
+    """Values in ``node`` with aliases expanded; ``sizes`` memoises shared nodes, ``path`` holds the ancestors."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    line = node.start_mark.line + 1
+    if id(node) in path:
+        raise ConfigError(f"YAML line {line}: an alias refers to a collection that contains it; a config cannot "
+                          f"be recursive")
+    path.add(id(node))
+    children = [c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode) else \
+        node.value if isinstance(node, yaml.SequenceNode) else []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, path)
+        if total > MAX_YAML_VALUES:
+            raise ConfigError(f"YAML line {line}: this value expands to more than {MAX_YAML_VALUES} values "
+                              f"through its aliases (*name); refused (an alias bomb?)")
+    path.discard(id(node))
+    sizes[id(node)] = total
+    return total
 
 
 _Loader.add_implicit_resolver(
@@ -46,7 +88,15 @@ _Loader.add_implicit_resolver(
 
 
 def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """Parse YAML with safe tags only; raises ``yaml.YAMLError`` for bad syntax and :class:`ConfigError` for a
+    document that is too large or too deep, or holds a value Python cannot build (a 5,000-digit integer, the
+    date 2001-13-45)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError("YAML is nested too deeply (hundreds of levels); refused") from None
+    except (ValueError, OverflowError) as exc:  # raised by int(), float() and datetime() on resolved scalars
+        raise ConfigError(f"YAML holds a value that cannot be read: {short(exc)}") from None
 
 
 def load_yaml_file(path: str | Path) -> dict:
@@ -55,8 +105,10 @@ def load_yaml_file(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML config (see jobs/ for examples)")
     try:
         data = yaml_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    except yaml.YAMLError as exc:  # PyYAML's message quotes at most a 75-character snippet of the line
+        raise ConfigError(f"{path} is not valid YAML: {short(exc, 300)}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
