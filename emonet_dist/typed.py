@@ -142,23 +142,23 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {short(value)}")
     origin = get_origin(tp)
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
+            raise ConfigError(f"{key}: {short(value)} is not one of {', '.join(map(repr, choices))}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {type(value).__name__} {short(value)}")
         return _from_dict(tp, value, key)
     if origin is tuple:
         args = get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {short(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(v, args[0], f"{key}.{i}") for i, v in enumerate(value))
         if len(args) != len(value):
@@ -167,8 +167,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         kt, vt = get_args(tp)
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
-        return {_convert(k, kt, f"{key}.<key>"): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {short(value)}")
+        return {_convert(k, kt, f"{key}.<key>"): _convert(v, vt, f"{key}.{_key(k)}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -183,7 +183,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
     else:
         raise TypeError(f"unsupported annotation {tp!r} at {key}")
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {short(value)}")
+
+
+def _key(k: Any) -> str:
+    """A mapping key from input as part of a dotted key in a message (keys can be long or not strings)."""
+    return k if isinstance(k, str) and len(k) <= 60 else short(k)
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -195,8 +200,8 @@ def _from_dict(cls: type[T], data: dict, prefix: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for k in data:
         if k not in fields:
-            where = f"{prefix}.{k}" if prefix else str(k)
-            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            where = f"{prefix}.{_key(k)}" if prefix else _key(k)
+            close = difflib.get_close_matches(k, list(fields), n=1) if isinstance(k, str) and len(k) < 100 else []
             hint = f" (did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key '{where}'{hint}; valid keys here: {', '.join(fields)}")
     kwargs = {}
@@ -209,8 +214,10 @@ def _from_dict(cls: type[T], data: dict, prefix: str) -> T:
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        # __post_init__ checks name only the field; add where it sits in the tree.
-        raise ConfigError(f"{prefix + ': ' if prefix else ''}{exc}") from None
+        # __post_init__ checks name only the field; add where it sits in the tree ("data.batch_size ...").
+        if exc.key and prefix:
+            raise ConfigError(f"{prefix}.{exc}", key=f"{prefix}.{exc.key}") from None
+        raise ConfigError(f"{prefix + ': ' if prefix else ''}{exc}", key=exc.key) from None
 
 
 def from_dict(cls: type[T], data: dict) -> T:
@@ -234,15 +241,17 @@ def to_dict(obj: Any) -> Any:
 def parse_override(text: str) -> tuple[str, Any]:
     """``"a.b=c"`` -> ``("a.b", <c parsed as YAML>)``."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. optim.lr=0.01")
+        raise ConfigError(f"override {short(text)} must look like section.key=value, e.g. optim.lr=0.01")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key; write it as section.key=value")
+        raise ConfigError(f"override {short(text)} has an empty key; write it as section.key=value")
     try:
         value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except ConfigError as exc:  # an alias bomb or an unreadable number: say which override
+        raise ConfigError(f"override {short(key)}: {exc}") from None
     return key, value
 
 
@@ -259,19 +268,19 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
                 node[part] = {}
             node = node[part]
         else:
-            raise ConfigError(f"cannot set '{key}': '{where}' holds a {type(node).__name__}, not a section")
+            raise ConfigError(f"cannot set {short(key)}: {short(where)} holds a {type(node).__name__}, not a section")
     last = parts[-1]
     if isinstance(node, list):
         node[_index(last, len(node), key)] = value
     elif isinstance(node, dict):
         node[last] = value
     else:
-        raise ConfigError(f"cannot set '{key}': its parent holds a {type(node).__name__}, not a section")
+        raise ConfigError(f"cannot set {short(key)}: its parent holds a {type(node).__name__}, not a section")
 
 
 def _index(part: str, length: int, where: str) -> int:
     if not part.lstrip("-").isdigit() or not -length <= int(part) < length:
-        raise ConfigError(f"'{where}' indexes a list of {length} items; use an index from 0 to {length - 1}")
+        raise ConfigError(f"{short(where)} indexes a list of {length} items; use an index from 0 to {length - 1}")
     return int(part)
 
 

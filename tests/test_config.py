@@ -49,7 +49,7 @@ def test_strict_from_dict_names_the_key(data, needle):
 
 
 def test_post_init_checks_are_located():
-    with pytest.raises(ConfigError, match="data: batch_size must be >= 1"):
+    with pytest.raises(ConfigError, match=r"data\.batch_size must be >= 1, got 0"):
         Config.from_dict({"data": {"batch_size": 0}})
     with pytest.raises(ConfigError, match="more than once"):
         DataConfig(corpora=(CorpusConfig("a"), CorpusConfig("a")))
