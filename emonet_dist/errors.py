@@ -4,7 +4,9 @@ Every error that reaches the CLI is an :class:`EmonetError`; the CLI prints its 
 with status 2 instead of showing a traceback. Messages say what went wrong, where, and how to fix it.
 """
 
+import itertools
 import reprlib
+from collections.abc import Iterable
 
 
 class EmonetError(Exception):
@@ -60,3 +62,14 @@ def _bounded_repr() -> reprlib.Repr:
 
 
 _REPR = _bounded_repr()
+
+
+def short_name(value: object) -> str:
+    """A name from input (a key, an id, a group) for a message: as is when short and printable, else ``short``."""
+    return value if isinstance(value, str) and len(value) <= 60 and value.isprintable() else short(value)
+
+
+def short_list(values: Iterable, n: int = 8) -> str:
+    """Up to ``n`` names of ``values``, comma-separated (each through :func:`short_name`), ``...`` if more."""
+    items = list(itertools.islice(values, n + 1))
+    return ", ".join(short_name(v) for v in items[:n]) + (", ..." if len(items) > n else "")

@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from .errors import ConfigError, short
+from .errors import ConfigError, short, short_name
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class _Loader(yaml.SafeLoader):
     before anything is constructed, and visits each node once.
     """
 
-    def get_single_node(self):  # noqa: ANN201 - PyYAML's API
+    def get_single_node(self):
         node = super().get_single_node()
         if node is not None:
             _expanded_size(node, {}, set())
@@ -168,7 +168,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         kt, vt = get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {short(value)}")
-        return {_convert(k, kt, f"{key}.<key>"): _convert(v, vt, f"{key}.{_key(k)}") for k, v in value.items()}
+        return {_convert(k, kt, f"{key}.<key>"): _convert(v, vt, f"{key}.{short_name(k)}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -186,11 +186,6 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {short(value)}")
 
 
-def _key(k: Any) -> str:
-    """A mapping key from input as part of a dotted key in a message (keys can be long or not strings)."""
-    return k if isinstance(k, str) and len(k) <= 60 else short(k)
-
-
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -200,7 +195,7 @@ def _from_dict(cls: type[T], data: dict, prefix: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for k in data:
         if k not in fields:
-            where = f"{prefix}.{_key(k)}" if prefix else _key(k)
+            where = f"{prefix}.{short_name(k)}" if prefix else short_name(k)
             close = difflib.get_close_matches(k, list(fields), n=1) if isinstance(k, str) and len(k) < 100 else []
             hint = f" (did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key '{where}'{hint}; valid keys here: {', '.join(fields)}")
