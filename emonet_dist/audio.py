@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .errors import short
+
 
 class AudioError(Exception):
     """The file could not be read as audio; the message is the reason shown in reports."""
@@ -50,7 +52,7 @@ def read_audio(path: str | Path, check_frames: bool = True) -> tuple[np.ndarray,
     except PermissionError as exc:
         raise AudioError(f"cannot open file: {exc.strerror}") from None
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioError(f"not decodable audio: {_short(exc)}") from None
+        raise AudioError(f"not decodable audio: {short(exc, 200)}") from None
     if data.shape[0] == 0:
         raise AudioError("no audio samples (0 frames)")
     if check_frames and data.shape[0] < expected:
@@ -77,7 +79,7 @@ def probe_audio(path: str | Path, decode: bool = True) -> tuple[float, int, int]
     except OSError as exc:
         raise AudioError(f"cannot access file: {exc.strerror or exc}") from None
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise AudioError(f"not decodable audio: {_short(exc)}") from None
+        raise AudioError(f"not decodable audio: {short(exc, 200)}") from None
     if info.frames <= 0:
         raise AudioError("no audio samples (0 frames)")
     return info.frames / info.samplerate, info.samplerate, info.channels
@@ -119,7 +121,3 @@ def decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
     """Encoded audio bytes (FLAC, WAV, ...) -> mono float32 ``(frames,)`` and its rate."""
     wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return to_mono(wave), sr
-
-
-def _short(exc: Exception) -> str:
-    return str(exc).replace("\n", " ").strip()[:200] or type(exc).__name__
