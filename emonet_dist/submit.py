@@ -167,7 +167,11 @@ def _raw_spec(path: Path, seen: set) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"{short(str(path), 200)}: 'extends' loops back to itself")
     seen.add(path.resolve())
-    if not path.is_file():  # the path may come from 'extends' in a file: quote a bounded prefix
+    try:
+        found = path.is_file()
+    except OSError:  # e.g. a name too long for the file system
+        found = False
+    if not found:  # the path may come from 'extends' in a file: quote a bounded prefix
         raise ConfigError(f"job spec {short(str(path), 200)} not found")
     data = typed.load_yaml_file(path)
     if not isinstance(data, dict):
