@@ -32,7 +32,7 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------------------------------------------
 MAX_YAML_VALUES = 20_000
 """Most values (scalars, lists, mappings) one YAML document may hold with every alias expanded. The largest
-shipped config or spec holds a few hundred; a 331-byte alias bomb (9 levels of 9 aliases) expands to 10**8."""
+shipped config or spec holds a few hundred; a 331-byte alias bomb (9 levels of 9 aliases) expands to 9**9, about 4 * 10**8."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -274,7 +274,8 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
 
 
 def _index(part: str, length: int, where: str) -> int:
-    if not part.lstrip("-").isdigit() or not -length <= int(part) < length:
+    # ASCII digits only, and few of them: int() refuses '²' and numbers of more than 4300 digits with ValueError
+    if not re.fullmatch(r"-?[0-9]{1,18}", part) or not -length <= int(part) < length:
         raise ConfigError(f"{short(where)} indexes a list of {length} items; use an index from 0 to {length - 1}")
     return int(part)
 

@@ -228,6 +228,7 @@ def test_errors_quote_a_short_prefix_of_a_long_value(data):
 
 
 @pytest.mark.parametrize("override", [f"model.specaugment={LONG}", f"data.corpora.0.{LONG}=1", f"{LONG}",
+                                      f"data.corpora.{'1' * 5000}.name=x",
                                       f"data.batch_size.{LONG}=1"])
 def test_override_errors_quote_a_short_prefix(override):
     with pytest.raises(ConfigError) as exc:
