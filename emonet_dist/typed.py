@@ -32,7 +32,10 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------------------------------------------
 MAX_YAML_VALUES = 20_000
 """Most values (scalars, lists, mappings) one YAML document may hold with every alias expanded. The largest
-shipped config or spec holds a few hundred; a 331-byte alias bomb (9 levels of 9 aliases) expands to 9**9, about 4 * 10**8."""
+shipped config or spec holds a few hundred; a 331-byte alias bomb (9 levels of 9 aliases) expands to 9**9,
+about 4 * 10**8."""
+MAX_YAML_DEPTH = 100
+"""Most levels of nesting (the config tree has 4); deeper input would exhaust Python's stack further on."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -59,6 +62,8 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int]) -> in
     if id(node) in path:
         raise ConfigError(f"YAML line {line}: an alias refers to a collection that contains it; a config cannot "
                           f"be recursive")
+    if len(path) >= MAX_YAML_DEPTH:
+        raise ConfigError(f"YAML line {line}: nested too deeply (more than {MAX_YAML_DEPTH} levels); refused")
     path.add(id(node))
     children = [c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode) else \
         node.value if isinstance(node, yaml.SequenceNode) else []
@@ -94,7 +99,7 @@ def yaml_load(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)
     except RecursionError:  # PyYAML composes nested collections recursively
-        raise ConfigError("YAML is nested too deeply (hundreds of levels); refused") from None
+        raise ConfigError(f"YAML is nested too deeply (more than {MAX_YAML_DEPTH} levels); refused") from None
     except (ValueError, OverflowError) as exc:  # raised by int(), float() and datetime() on resolved scalars
         raise ConfigError(f"YAML holds a value that cannot be read: {short(exc)}") from None
 
