@@ -244,7 +244,7 @@ def _check_steps(raw, cfg: Config, where: Path) -> list[dict]:
         elif kind == "prepare":
             from .corpora.recipes import get_recipe
 
-            if not step.get("recipe") or not step.get("raw"):
+            if not isinstance(step.get("recipe"), str) or len(step["recipe"]) > 60 or not step.get("raw"):
                 raise ConfigError(f"{where}: step {sid}: prepare needs recipe and raw (the corpus in its official "
                                   f"layout)")
             get_recipe(step["recipe"])  # an unknown recipe fails here, listing the known ones

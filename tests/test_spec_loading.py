@@ -82,9 +82,11 @@ def test_alias_bomb_in_a_spec_is_refused_cheaply(tmp_path):
     {"steps": [{"run": "tune", "space": {"optim.lr": f"uniform({LONG}, 1)"}}]},
     {"steps": [{"run": "tune", "space": {"model.specaugment": f"choice([{LONG}])"}}]},
     {"steps": [{"id": "p", "run": "train"}, {"run": "report", "baseline": "p", "candidates": [LONG]}]},
+    {"steps": [{"run": "prepare", "recipe": LONG, "raw": "/tmp"}]},
+    {"steps": [{"run": "prepare", "recipe": [LONG], "raw": "/tmp"}]},
     {"config": {"data": {"corpora": [{"name": "a", "task": LONG}]}}},
 ], ids=["name", "description", "cpus", "extends", "profile-name", "step-id", "step-key", "override", "space-value",
-        "space-key", "space-args", "space-choice", "report-column", "config"])
+        "space-key", "space-args", "space-choice", "report-column", "recipe", "recipe-list", "config"])
 def test_spec_errors_quote_a_short_prefix(tmp_path, changes):
     path = _write(tmp_path, **changes)
     with pytest.raises(ConfigError) as exc:
