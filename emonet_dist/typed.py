@@ -34,6 +34,8 @@ MAX_YAML_VALUES = 20_000
 """Most values (scalars, lists, mappings) one YAML document may hold with every alias expanded. The largest
 shipped config or spec holds a few hundred; a 331-byte alias bomb (9 levels of 9 aliases) expands to 9**9,
 about 4 * 10**8."""
+MAX_YAML_BYTES = 1_000_000
+"""Largest config or job spec file read; the largest shipped one is under 10 KB."""
 MAX_YAML_DEPTH = 100
 """Most levels of nesting (the config tree has 4); deeper input would exhaust Python's stack further on."""
 
@@ -108,6 +110,9 @@ def load_yaml_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass the path of a YAML config (see jobs/ for examples)")
+    if path.stat().st_size > MAX_YAML_BYTES:  # read and parsed whole before any other check could refuse it
+        raise ConfigError(f"{path} holds {path.stat().st_size} bytes; a config or job spec is at most "
+                          f"{MAX_YAML_BYTES} (the shipped ones hold a few KB)")
     try:
         data = yaml_load(path.read_text())
     except yaml.YAMLError as exc:  # PyYAML's message quotes at most a 75-character snippet of the line

@@ -129,6 +129,7 @@ def test_alias_bomb_config_is_refused_by_the_cli_in_one_short_line(tmp_path):
     ("name: " + "[" * 600 + "]" * 600 + "\n", "nested too deeply"),
     ("name: " + "[" * 150 + "]" * 150 + "\n", "nested too deeply"),
     ("seed: " + "1" * 5000 + "\n", "cannot be read"),
+    ("name: x\n" + "# padding\n" * 110_000, "at most 1000000"),
 ])
 def test_other_yaml_that_would_crash_the_loader_is_one_config_error(tmp_path, text, needle):
     (tmp_path / "c.yaml").write_text(text)
