@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .errors import short
+
 
 class AudioError(Exception):
     """The file could not be read as audio; the message is the reason shown in reports."""
@@ -48,7 +50,7 @@ def read_audio(path: str | Path, check_frames: bool = True) -> tuple[np.ndarray,
     except PermissionError as exc:
         raise AudioError(f"cannot open file: {exc.strerror}") from None
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioError(f"not decodable audio: {_short(exc)}") from None
+        raise AudioError(f"not decodable audio: {short(exc, 200)}") from None
     if data.shape[0] == 0:
         raise AudioError("no audio samples (0 frames)")
     if check_frames and data.shape[0] < expected:
@@ -72,7 +74,7 @@ def probe_audio(path: str | Path, decode: bool = True) -> tuple[float, int, int]
     except OSError as exc:
         raise AudioError(f"cannot access file: {exc.strerror or exc}") from None
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise AudioError(f"not decodable audio: {_short(exc)}") from None
+        raise AudioError(f"not decodable audio: {short(exc, 200)}") from None
     if info.frames <= 0:
         raise AudioError("no audio samples (0 frames)")
     return info.frames / info.samplerate, info.samplerate, info.channels
@@ -160,10 +162,6 @@ def decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
     return to_mono(wave), sr
 
 
-def _short(exc: Exception) -> str:
-    return str(exc).replace("\n", " ").strip()[:200] or type(exc).__name__
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # streaming (``emonet predict``): memory bounded by the block size, whatever the file's length
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,14 +244,14 @@ def stream_mono(path: str | Path, target_sr: int, block_frames: int = STREAM_BLO
     except PermissionError as exc:
         raise AudioError(f"cannot open file: {exc.strerror}") from None
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioError(f"not decodable audio: {_short(exc)}") from None
+        raise AudioError(f"not decodable audio: {short(exc, 200)}") from None
     with f:
         expected, rs, got = f.frames, StreamResampler(f.samplerate, target_sr), 0
         while True:
             try:
                 data = f.read(block_frames, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-                raise AudioError(f"not decodable audio: {_short(exc)}") from None
+                raise AudioError(f"not decodable audio: {short(exc, 200)}") from None
             if data.shape[0] == 0:
                 break
             if not np.isfinite(data).all():

@@ -15,13 +15,20 @@ from pathlib import Path
 from typing import Literal
 
 from . import typed
-from .errors import ConfigError
+from .errors import ConfigError, short
+from .limits import check_limits
 from .names import check_name
 
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+def _check_key(cond: bool, key: str, msg: str) -> None:
+    """Like :func:`_check` for a message that starts with the field ``key`` (the loader makes it dotted)."""
+    if not cond:
+        raise ConfigError(msg, key=key)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -51,10 +58,11 @@ class PrepareConfig:
     """Worker processes for audio checks; 0 uses every core."""
 
     def __post_init__(self) -> None:
-        _check(0 <= self.dev_fraction < 1 and 0 <= self.test_fraction < 1, "dev_fraction/test_fraction must be in [0, 1)")
-        _check(self.dev_fraction + self.test_fraction < 1, "dev_fraction + test_fraction must leave room for train")
-        _check(self.num_folds >= 0 and self.num_folds != 1, "num_folds must be 0 (one per group) or at least 2")
-        _check(self.jobs >= 0, "jobs must be >= 0 (0 = all cores)")
+        check_limits(self)
+        _check_key(self.dev_fraction + self.test_fraction < 1, "dev_fraction",
+                   f"dev_fraction + test_fraction must leave room for train, got {self.dev_fraction} + "
+                   f"{self.test_fraction}")
+        _check_key(self.num_folds != 1, "num_folds", "num_folds must be 0 (one per group) or at least 2, got 1")
 
 
 @dataclass(frozen=True)
@@ -72,10 +80,7 @@ class ShardConfig:
     """Worker processes for decode/resample/encode; 0 uses every core."""
 
     def __post_init__(self) -> None:
-        _check(self.samples_per_shard >= 1, "samples_per_shard must be >= 1")
-        _check(self.max_shard_mb > 0, "max_shard_mb must be > 0")
-        _check(self.sample_rate >= 1000, "sample_rate must be >= 1000 Hz")
-        _check(self.jobs >= 0, "jobs must be >= 0 (0 = all cores)")
+        check_limits(self)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -143,16 +148,10 @@ class DataConfig:
     connection error or a 5xx answer."""
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "batch_size must be >= 1")
-        _check(self.max_seconds > 0, "max_seconds must be > 0")
-        _check(self.eval_max_seconds >= 0, "eval_max_seconds must be >= 0 (0 = whole utterances)")
-        _check(self.shuffle_window >= 1, "shuffle_window must be >= 1")
-        _check(self.num_workers >= 0, "num_workers must be >= 0")
-        _check(0 < self.url_timeout_s <= 3600, "url_timeout_s must be in (0, 3600] seconds")
-        _check(0 <= self.url_retries <= 10, "url_retries must be in [0, 10]")
+        check_limits(self)
         names = [c.domain for c in self.corpora]
         dup = sorted({n for n in names if names.count(n) > 1})
-        _check(not dup, f"corpora lists {', '.join(dup)} more than once")
+        _check_key(not dup, "corpora", f"corpora lists {', '.join(short(d) for d in dup[:3])} more than once")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -176,10 +175,11 @@ class FrontendConfig:
     """log(max(mel, floor)) keeps silence finite (padding is set to 0 separately, see the frontend)."""
 
     def __post_init__(self) -> None:
-        _check(self.n_fft >= 16 and self.hop_length >= 1 and self.n_mels >= 8, "frontend sizes are too small")
-        _check(self.log_floor > 0, "log_floor must be > 0")
-        _check(self.f_min >= 0 and (self.f_max == 0 or self.f_max > self.f_min), "need 0 <= f_min < f_max (or f_max = 0)")
-        _check(self.f_max <= self.sample_rate / 2, "f_max must be <= sample_rate / 2")
+        check_limits(self)
+        nyquist = self.sample_rate / 2
+        _check_key(self.f_max <= nyquist, "f_max", f"f_max must be <= sample_rate / 2 = {nyquist:g}, got {self.f_max}")
+        _check_key(self.f_min < (self.f_max or nyquist), "f_min",
+                   f"f_min must be below f_max (or sample_rate / 2 when f_max = 0), got {self.f_min}")
 
 
 @dataclass(frozen=True)
@@ -197,8 +197,7 @@ class PoolingConfig:
     """One attention module for all corpora (the paper's multi-corpus setting) or one per corpus."""
 
     def __post_init__(self) -> None:
-        _check(self.lam >= 0, "pooling.lam must be >= 0")
-        _check(self.units >= 1, "pooling.units must be >= 1")
+        check_limits(self)
 
 
 @dataclass(frozen=True)
@@ -225,10 +224,7 @@ class HeadConfig:
     """Logit scale s of the AAM head: logits = s * cos(theta (+ m for the target class))."""
 
     def __post_init__(self) -> None:
-        _check(self.hidden >= 1 and self.speaker_hidden >= 1, "head.hidden and head.speaker_hidden must be >= 1")
-        _check(0 <= self.dropout < 1, "head.dropout must be in [0, 1)")
-        _check(0 <= self.aam_margin < 1.5707963, "head.aam_margin must be in [0, pi/2) radians")
-        _check(self.aam_scale > 0, "head.aam_scale must be > 0")
+        check_limits(self)
 
 
 @dataclass(frozen=True)
@@ -259,12 +255,11 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
 
     def __post_init__(self) -> None:
-        _check(self.stem_width >= 1 and self.base_width >= 1, "stem_width and base_width must be >= 1")
-        _check(self.widen_factor > 0, "widen_factor must be > 0")
-        _check(self.num_stacks >= 1 and self.blocks_per_stack >= 1, "num_stacks and blocks_per_stack must be >= 1")
+        check_limits(self)
         widths = (self.stem_width, *self.stack_widths)
-        _check(all(a <= b for a, b in zip(widths, widths[1:])),
-               f"widths {widths} must not shrink (the shortcut pads channels with zeros); raise base_width/widen_factor")
+        _check_key(all(a <= b for a, b in zip(widths, widths[1:])), "base_width",
+                   f"base_width and widen_factor give widths {widths} that shrink after stem_width (the shortcut "
+                   f"pads channels with zeros); raise base_width/widen_factor")
 
     @property
     def stack_widths(self) -> tuple[int, ...]:
@@ -291,9 +286,7 @@ class OptimConfig:
     """Weight each class by N / (C * n_c) of the corpus's training partition."""
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0 and 0 < self.lr_decay <= 1, "lr must be > 0 and lr_decay in (0, 1]")
-        _check(self.stages >= 1, "stages must be >= 1")
-        _check(0 <= self.momentum < 1 and self.weight_decay >= 0, "momentum in [0, 1), weight_decay >= 0")
+        check_limits(self)
 
     def stage_lr(self, stage: int, finetune: bool = False) -> float:
         return self.lr * (self.finetune_scale if finetune else 1.0) * self.lr_decay ** stage
@@ -332,11 +325,7 @@ class TrainConfig:
     """torch intra-op threads per worker; 0 uses the worker's CPU allotment."""
 
     def __post_init__(self) -> None:
-        _check(self.steps_per_stage >= 1 and self.patience >= 1, "steps_per_stage and patience must be >= 1")
-        _check(self.eval_every >= 1 and self.checkpoint_every >= 1 and self.log_every >= 1,
-               "eval_every, checkpoint_every and log_every must be >= 1")
-        _check(self.max_epochs >= 0 and self.threads >= 0 and self.bn_recalibration_batches >= 0,
-               "max_epochs, threads and bn_recalibration_batches must be >= 0")
+        check_limits(self)
 
 
 @dataclass(frozen=True)
@@ -359,9 +348,7 @@ class RayConfig:
     """Where Ray keeps checkpoints; empty: ``<output_dir>/ray``. Use shared storage on multi-node clusters."""
 
     def __post_init__(self) -> None:
-        _check(self.num_workers >= 1, "num_workers must be >= 1")
-        _check(self.cpus_per_worker > 0 and self.gpus_per_worker >= 0, "cpus_per_worker > 0, gpus_per_worker >= 0")
-        _check(self.max_failures >= -1, "max_failures must be >= -1 (-1: unlimited)")
+        check_limits(self)
 
 
 @dataclass(frozen=True)
@@ -391,9 +378,7 @@ class TuneConfig:
     """CPU reserved for each trial's driver; the workers take ray.num_workers x ray.cpus_per_worker."""
 
     def __post_init__(self) -> None:
-        _check(self.num_samples >= 1 and self.max_concurrent >= 1, "num_samples and max_concurrent must be >= 1")
-        _check(self.grace_period >= 1 and self.reduction_factor >= 2, "grace_period >= 1, reduction_factor >= 2")
-        _check(self.max_failures >= 0 and self.driver_cpus > 0, "max_failures >= 0 and driver_cpus > 0")
+        check_limits(self)
         _check(bool(self.objective), "tune.objective must be 'mean' or a corpus name")
 
 
@@ -414,6 +399,9 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+
+    def __post_init__(self) -> None:
+        check_limits(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Config":

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
-from .errors import ConfigError, EmonetError
+from .errors import ConfigError, EmonetError, short, short_list, short_name
 from .names import check_name
 
 JOB_FILE = "job.yaml"
@@ -79,31 +79,86 @@ class JobSpec:
 # the spec: everything a job could trip over later is checked here, before anything is submitted
 # ---------------------------------------------------------------------------------------------------------------
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), profile: str | None = None,
-              groups: list[str] | tuple[str, ...] = ()) -> JobSpec:
+              groups: list[str] | tuple[str, ...] = (), runs_here: bool = False) -> JobSpec:
     """Load and validate a job spec: its ``extends`` chain, a ``profiles`` entry (named override lists, e.g. the
-    paper's GPU config), the command-line overrides, and a selection of step groups."""
+    paper's GPU config), the command-line overrides, and a selection of step groups. ``runs_here``: the steps
+    run in this process (``emonet jobs run``), so ``$VARS`` must be set here, not just in ``runtime_env``."""
     path = Path(path)
     data = _raw_spec(path, set())
-    unknown = sorted(set(data) - SPEC_KEYS)
+    unknown = sorted(map(str, set(data) - SPEC_KEYS))
     if unknown or "config" not in data or "steps" not in data:
         raise ConfigError(f"{path}: a job spec has the keys {', '.join(sorted(SPEC_KEYS))} (config and steps are "
-                          f"required){'; unknown: ' + ', '.join(unknown) if unknown else ''}")
+                          f"required){'; unknown: ' + short_list(unknown) if unknown else ''}")
+    _check_scalars(data, path)
     profiles = data.get("profiles") or {}
     if profile and profile not in profiles:
-        raise ConfigError(f"{path}: no profile '{profile}' (profiles: {', '.join(profiles) or 'none'})")
+        raise ConfigError(f"{path}: no profile {short(profile)} (profiles: {short_list(profiles) or 'none'})")
     cfg = Config.from_dict(data["config"] or {}).override(*(profiles.get(profile) or []), *overrides)
     env = dict(data.get("runtime_env") or {})
     check_env(env, path)
     steps = data["steps"]
     wanted = list(groups) or list(data.get("groups") or [])
     if wanted and isinstance(steps, list):
-        known = {st.get("group") for st in steps if isinstance(st, dict)}
-        if set(wanted) - known:
-            raise ConfigError(f"{path}: no step has group {', '.join(sorted(set(wanted) - known))} "
-                              f"(groups: {', '.join(sorted(g for g in known if g))})")
-        steps = [st for st in steps if isinstance(st, dict) and st.get("group") in wanted]
+        known = {str(st.get("group")) for st in steps if isinstance(st, dict) and st.get("group")}
+        if {str(g) for g in wanted} - known:
+            raise ConfigError(f"{path}: no step has group {short_list(sorted({str(g) for g in wanted} - known))} "
+                              f"(groups: {short_list(sorted(known))})")
+        steps = [st for st in steps if isinstance(st, dict) and str(st.get("group")) in map(str, wanted)]
+    check_vars(data, steps, profile, path, runs_here)
     return JobSpec(str(data.get("name") or path.stem.removesuffix(".job")), str(data.get("description") or ""),
                    cfg, tuple(_check_steps(steps, cfg, path)), env, float(data.get("entrypoint_num_cpus") or 0.0))
+
+
+# -- spec hardening (issue 14): scalar types, unset $VARS -------------------------------------------------------
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _check_scalars(data: dict, where: Path) -> None:
+    """The spec's own scalars have the types ``JobSpec`` converts them to (``str()`` of a list is no name)."""
+    for key in ("name", "description"):
+        if not isinstance(data.get(key) or "", str):
+            raise ConfigError(f"{where}: {key} must be a string, got {type(data[key]).__name__} {short(data[key])}")
+    cpus = data.get("entrypoint_num_cpus") or 0
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0 <= cpus < float("inf"):
+        raise ConfigError(f"{where}: entrypoint_num_cpus must be a number >= 0, got {short(cpus)}")
+    if not isinstance(data.get("profiles") or {}, dict):
+        raise ConfigError(f"{where}: profiles must map profile names to lists of overrides")
+
+
+def check_vars(data: dict, steps, profile: str | None, where: Path, runs_here: bool = False) -> None:
+    """Refuse a ``$VAR`` or ``${VAR}`` that is not set, naming it and its key, when the spec loads: a step would
+    otherwise fail hours into a job. Set means: in this environment, or (unless ``runs_here``) in
+    ``runtime_env.env_vars``, which a submitted job's driver gets. Only the selected steps and profile count;
+    ``runtime_env.env_vars`` values are left to Ray, which expands them on the cluster."""
+    env = data.get("runtime_env") if isinstance(data.get("runtime_env"), dict) else {}
+    env_vars = env.get("env_vars") if isinstance(env.get("env_vars"), dict) else {}
+    defined = set(os.environ) | (set() if runs_here else set(env_vars))
+    parts = {k: v for k, v in data.items() if k not in ("steps", "profiles", "runtime_env")}
+    parts["runtime_env"] = {k: v for k, v in env.items() if k != "env_vars"}
+    parts["profiles"] = {profile: (data.get("profiles") or {}).get(profile)} if profile else {}
+    parts["steps"] = {f"{i}({short_name(st.get('id'))})" if isinstance(st, dict) and st.get("id") else str(i): st
+                      for i, st in enumerate(steps if isinstance(steps, list) else [])}
+    for key, text in _strings(parts, ""):
+        for m in _VAR.finditer(text):
+            if (name := m.group(1) or m.group(2)) not in defined:
+                how = "" if runs_here else " (or set it in runtime_env.env_vars)"
+                raise ConfigError(f"{where}: {key} uses ${name}, which is not set; export {name}{how} before "
+                                  f"loading the spec")
+
+
+def _strings(node, key: str):
+    """``(dotted key, string)`` for every string in a YAML value (keys included: they are text too)."""
+    if isinstance(node, str):
+        yield key, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            sub = f"{key}.{short_name(k)}" if key else short_name(k)
+            yield from _strings(k, sub)
+            yield from _strings(v, sub)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _strings(v, f"{key}.{i}")
+# -- end of spec hardening ---------------------------------------------------------------------------------------
 
 
 def _raw_spec(path: Path, seen: set) -> dict:
@@ -111,16 +166,22 @@ def _raw_spec(path: Path, seen: set) -> dict:
     from . import typed
 
     if path.resolve() in seen:
-        raise ConfigError(f"{path}: 'extends' loops back to itself")
+        raise ConfigError(f"{short(str(path), 200)}: 'extends' loops back to itself")
     seen.add(path.resolve())
-    if not path.is_file():
-        raise ConfigError(f"job spec {path} not found")
+    try:
+        found = path.is_file()
+    except OSError:  # e.g. a name too long for the file system
+        found = False
+    if not found:  # the path may come from 'extends' in a file: quote a bounded prefix
+        raise ConfigError(f"job spec {short(str(path), 200)} not found")
     data = typed.load_yaml_file(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a job spec is a mapping")
     if not data.get("extends"):
         return data
-    parent = _raw_spec(path.parent / str(data["extends"]), seen)
+    if not isinstance(data["extends"], str):
+        raise ConfigError(f"{path}: extends must be the path of another spec, got {short(data['extends'])}")
+    parent = _raw_spec(path.parent / data["extends"], seen)
     merged = {k: v for k, v in parent.items() if k not in ("name", "description", "groups")}
     merged.update({k: v for k, v in data.items() if k != "extends"})
     merged["config"] = _deep_merge(parent.get("config") or {}, data.get("config") or {})
@@ -156,17 +217,21 @@ def _check_steps(raw, cfg: Config, where: Path) -> list[dict]:
         kind = step.get("run") if isinstance(step, dict) else None
         if kind not in STEP_KEYS:
             raise ConfigError(f"{where}: steps[{i}] needs run: one of {', '.join(STEP_KEYS)}")
+        if not isinstance(step.get("id") or "", str) or len(step.get("id") or "") > 60:  # ids are quoted in errors
+            raise ConfigError(f"{where}: steps[{i}]: id must be a string of at most 60 characters, got "
+                              f"{short(step['id'])}")
         sid = check_name(str(step.get("id") or f"{kind}{i}"), f"{where}: step id")  # ids name runs
-        extra = sorted(set(step) - STEP_KEYS[kind] - {"run", "id", "group"})
+        extra = sorted(map(str, set(step) - STEP_KEYS[kind] - {"run", "id", "group"}))
         if extra or sid in {s["id"] for s in steps}:
-            raise ConfigError(f"{where}: step {sid}: {'unknown key(s) ' + ', '.join(extra) if extra else 'duplicate id'}"
+            what = f"unknown key(s) {short_list(extra)}" if extra else "duplicate id"
+            raise ConfigError(f"{where}: step {sid}: {what}"
                               f" (a {kind} step takes {', '.join(sorted(STEP_KEYS[kind]))})")
         base = cfg.override(*(step.get("overrides") or []))  # a bad override fails here, naming the key
         if kind == "transfer":
             step = {**step, "from": step.get("from") or (runs[-1] if runs else None)}
             if step["from"] not in runs or step.get("mode") not in MODES or not step.get("corpus"):
                 raise ConfigError(f"{where}: step {sid}: transfer needs corpus, mode (one of {', '.join(MODES)}) and "
-                                  f"from: an earlier train/transfer step ({', '.join(runs) or 'none yet'})")
+                                  f"from: an earlier train/transfer step ({short_list(runs, 20) or 'none yet'})")
         elif kind == "tune":
             parse_space(step.get("space") or {}, base)
         elif kind == "report":
@@ -175,12 +240,12 @@ def _check_steps(raw, cfg: Config, where: Path) -> list[dict]:
                 [c for c in cols if not _column_steps(c)]
             if missing:
                 raise ConfigError(f"{where}: step {sid}: report needs baseline and candidates from earlier "
-                                  f"train/transfer/baseline steps ({', '.join(runs) or 'none yet'}); not found: "
-                                  f"{', '.join(map(str, missing))}")
+                                  f"train/transfer/baseline steps ({short_list(runs, 20) or 'none yet'}); not found: "
+                                  f"{short_list(map(str, missing))}")
         elif kind == "prepare":
             from .corpora.recipes import get_recipe
 
-            if not step.get("recipe") or not step.get("raw"):
+            if not isinstance(step.get("recipe"), str) or len(step["recipe"]) > 60 or not step.get("raw"):
                 raise ConfigError(f"{where}: step {sid}: prepare needs recipe and raw (the corpus in its official "
                                   f"layout)")
             get_recipe(step["recipe"])  # an unknown recipe fails here, listing the known ones
@@ -526,7 +591,7 @@ def _report(cfg: Config, step: dict, runs: dict) -> tuple:
 
 def cmd_jobs_run(args) -> int:
     t0 = time.time()
-    spec = load_spec(args.spec, list(args.overrides), args.profile, args.group)
+    spec = load_spec(args.spec, list(args.overrides), args.profile, args.group, runs_here=True)
     print(f"[job {spec.name}] finished: {len(run_spec(spec))} run(s) in {time.time() - t0:.0f} s")
     return 0
 

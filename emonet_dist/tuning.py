@@ -21,7 +21,7 @@ from typing import Any
 
 from . import tracking, typed
 from .config import Config
-from .errors import ConfigError, EmonetError
+from .errors import ConfigError, EmonetError, short, short_name
 
 SWEEP_JSON = "sweep.json"
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "quniform": 3, "qloguniform": 3, "randint": 2, "choice": 1,
@@ -42,33 +42,34 @@ def parse_space(space: dict, base: Config) -> dict[str, tuple[str, list]]:
                           "e.g. optim.lr: loguniform(1e-3, 0.3)")
     out = {}
     for key, spec in space.items():
-        m = re.fullmatch(r"\s*([a-z_]+)\s*\((.*)\)\s*", str(spec), re.S)
+        m = re.fullmatch(r"\s*([a-z_]+)\s*\((.*)\)\s*", spec, re.S) if isinstance(spec, str) else None
+        where = f"search space key '{short_name(key)}'"  # a bounded prefix of the key, in every message
         if not m or m.group(1) not in DISTRIBUTIONS:
-            raise ConfigError(f"search space key '{key}': {spec!r} is not a distribution; use one of "
+            raise ConfigError(f"{where}: {short(spec)} is not a distribution; use one of "
                               f"{', '.join(f'{d}(...)' for d in DISTRIBUTIONS)}")
         name, raw = m.group(1), m.group(2)
         try:
             args = typed.yaml_load(f"[{raw}]")
         except Exception as exc:  # noqa: BLE001 - YAML errors
-            raise ConfigError(f"search space key '{key}': cannot read the arguments of {spec!r} ({exc})") from None
+            raise ConfigError(f"{where}: cannot read the arguments of {short(spec)} ({short(exc, 200)})") from None
         if len(args) != DISTRIBUTIONS[name]:
-            raise ConfigError(f"search space key '{key}': {name} takes {DISTRIBUTIONS[name]} argument(s), got {len(args)}")
+            raise ConfigError(f"{where}: {name} takes {DISTRIBUTIONS[name]} argument(s), got {len(args)}")
         if name in ("choice", "grid"):
             if not isinstance(args[0], list) or not args[0]:
-                raise ConfigError(f"search space key '{key}': {name} needs a non-empty list, e.g. {name}([a, b])")
+                raise ConfigError(f"{where}: {name} needs a non-empty list, e.g. {name}([a, b])")
             samples = args[0]
         else:
             lo, hi = args[0], args[1]
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in args) or not lo < hi:
-                raise ConfigError(f"search space key '{key}': {name}({raw}) needs numbers with low < high")
+                raise ConfigError(f"{where}: {name} needs numbers with low < high, got {short(raw)}")
             if "log" in name and lo <= 0:
-                raise ConfigError(f"search space key '{key}': {name} needs low > 0, got {lo}")
+                raise ConfigError(f"{where}: {name} needs low > 0, got {short(lo)}")
             samples = [lo, hi] if name != "randint" else [int(lo), int(hi) - 1]
         for v in samples:  # every value must make a valid config (strict types, ranges, Literal choices)
             try:
                 base.override(f"{key}={json.dumps(v)}")
             except ConfigError as exc:
-                raise ConfigError(f"search space key '{key}': value {v!r} is not valid: {exc}") from None
+                raise ConfigError(f"{where}: value {short(v)} is not valid: {exc}") from None
         out[key] = (name, args)
     return out
 

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ShardError
+from ..names import is_name
 
 log = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\n\r]")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 """Corpus and partition names as they appear in shard paths."""
 SHARD_FILE = re.compile(r"^shard-\d{6}\.tar$")
 
@@ -69,8 +69,8 @@ class UrlPolicy:
 # addresses
 # ---------------------------------------------------------------------------------------------------------------
 def check_name(name: str, what: str) -> str:
-    if not isinstance(name, str) or not NAME.match(name):
-        raise ShardError(f"{what} '{short(name)}' is not a name (letters, digits, _ and -; at most 64); "
+    if not is_name(name):  # the project's one naming rule (emonet_dist.names), raised as a shard error here
+        raise ShardError(f"{what} '{short(name)}' is not a name (letters, digits, _ . and -; no separators); "
                          f"the index or config is corrupt or hostile")
     return name
 
@@ -78,7 +78,7 @@ def check_name(name: str, what: str) -> str:
 def check_relpath(path, where: str) -> str:
     """An index shard path: ``<partition>/shard-NNNNNN.tar``, relative, no ``..``, no metacharacters."""
     parts = path.split("/") if isinstance(path, str) else []
-    if len(parts) != 2 or not NAME.match(parts[0]) or not SHARD_FILE.match(parts[1]):
+    if len(parts) != 2 or not is_name(parts[0]) or not SHARD_FILE.match(parts[1]):
         raise ShardError(f"{where}: shard path '{short(path)}' is not <partition>/shard-NNNNNN.tar; the index is "
                          f"corrupt or hostile (rewrite it with `emonet shard --force`)")
     return path

@@ -34,7 +34,8 @@ from ..names import check_name, inside
 from ..pool import worker_pool
 from ..progress import Progress
 from .index_schema import check_index
-from .remote import UrlPolicy, check_name, read_bytes, shard_url, short  # noqa: F401 - shard_url, read_bytes: API
+from . import remote
+from .remote import UrlPolicy, read_bytes, shard_url, short  # noqa: F401 - shard_url, read_bytes: API
 
 INDEX = "index.json"
 FORMAT_VERSION = 1
@@ -47,7 +48,7 @@ _PCM16_BYTES_PER_S = 2  # per sample; used to estimate shard sizes before encodi
 def load_index(root: str, corpus: str, policy: UrlPolicy = UrlPolicy()) -> dict:
     """The checked ``index.json`` of one corpus under a shard root (local or remote); see
     :mod:`emonet_dist.data.index_schema`."""
-    url = shard_url(root, f"{check_name(corpus, 'corpus')}/{INDEX}")
+    url = shard_url(root, f"{remote.check_name(corpus, 'corpus')}/{INDEX}")
     try:
         data = read_bytes(url, policy)
     except FileNotFoundError:

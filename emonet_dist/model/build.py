@@ -16,7 +16,6 @@ import functools
 from dataclasses import dataclass
 from typing import Iterator
 
-import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig

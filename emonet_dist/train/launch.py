@@ -233,11 +233,12 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
 
 def read_partitions(cfg: Config) -> dict:
     """Which speakers (and how many utterances) each corpus's train/dev/test holds, from the shard indexes."""
+    from ..data.remote import UrlPolicy
     from ..data.shards import load_index
 
     out = {}
     for spec in cfg.data.corpora:
-        index = load_index(cfg.data.shards, spec.name)
+        index = load_index(cfg.data.shards, spec.name, UrlPolicy.from_config(cfg.data))
         out[spec.name] = {"fingerprint": index.get("fingerprint"), "partitions": {
             part: {"utterances": info["utterances"], "speakers": info.get("speaker_ids", info["speakers"])}
             for part, info in index["partitions"].items()}}

@@ -24,6 +24,7 @@ import torch
 from ..config import Config
 from ..data import plan
 from ..data.loader import eval_batches
+from ..data.remote import UrlPolicy
 from ..data.schedule import RoundRobinSchedule
 from ..model.modes import set_mode
 from ..model.weights import save_model
@@ -105,7 +106,9 @@ def train_loop_per_worker(config: dict) -> None:
     log = RunLogger(run.get("tracking_uri"), run.get("mlflow_run_id"), run_dir / "metrics.jsonl") if rank == 0 else None
 
     # [2] data: label maps and class weights from index.json; one endless loader per corpus ------------------
-    datas = {d.name: d for d in (corpus_data(cfg.data.shards, spec, cfg.data.seed) for spec in cfg.data.corpora)}
+    policy = UrlPolicy.from_config(cfg.data)  # timeouts and retries of remote shard reads
+    datas = {d.name: d for d in (corpus_data(cfg.data.shards, spec, cfg.data.seed, policy)
+                                 for spec in cfg.data.corpora)}
     names = list(datas)
     if cfg.train.schedule == "single" and len(names) != 1:
         raise ValueError(f"train.schedule=single trains one corpus; data.corpora lists {len(names)}")
@@ -299,6 +302,11 @@ def train_loop_per_worker(config: dict) -> None:
             final[metric_key("dev_uar_best", n)] = state["best"][n]["dev_uar"]
         if rank == 0:
             write_predictions(run_dir / "predictions" / "final" / f"{metric_key(n)}.csv", tp, n, datas[n].classes)
+    # data.bad_samples=skip: malformed training samples skipped, summed over the ranks (0 under the default, fail)
+    skipped = torch.tensor([float(sum(loader.skipped.count for loader in loaders.values()))])
+    if size > 1:
+        torch.distributed.all_reduce(skipped)
+    final["skipped_samples"] = float(skipped[0])
     for loader in loaders.values():
         loader.close()
     if log:

@@ -15,6 +15,7 @@ import torch
 from ..config import CorpusConfig, DataConfig
 from ..corpora import av
 from ..data.loader import CorpusLoader
+from ..data.remote import UrlPolicy
 from ..data.plan import class_balanced_mask
 from ..data.shards import load_index
 from ..data.stream import CorpusStream, ShardList, shard_list
@@ -51,9 +52,10 @@ class CorpusData:
         return torch.tensor(w, dtype=torch.float32)
 
 
-def corpus_data(root: str, spec: CorpusConfig, seed: int) -> CorpusData:
-    index = load_index(root, spec.name)
-    shards = {split: shard_list(root, spec.name, getattr(spec, split), index)
+def corpus_data(root: str, spec: CorpusConfig, seed: int, policy: UrlPolicy = UrlPolicy()) -> CorpusData:
+    """Label maps, class weights and shard lists of one corpus; ``policy``: timeouts and retries of remote reads."""
+    index = load_index(root, spec.name, policy)
+    shards = {split: shard_list(root, spec.name, getattr(spec, split), index, policy)
               for split in ("train", "dev", "test") if getattr(spec, split)}
     if "train" not in shards:
         raise EmonetError(f"corpus '{spec.name}' has no training partitions (data.corpora[...].train is empty)")
@@ -92,7 +94,8 @@ def train_loader(cd: CorpusData, data: DataConfig, rank: int, world: int, positi
                           max_seconds=data.max_seconds, window=data.shuffle_window,
                           epoch_mode=data.epoch_mode if cd.spec.epoch_mode == "inherit" else cd.spec.epoch_mode,
                           seed=data.seed, rank=rank, world=world, include=cd.include["train"],
-                          start_epoch=pos["epoch"], start_batch=pos["batch"])
+                          start_epoch=pos["epoch"], start_batch=pos["batch"], bad_samples=data.bad_samples,
+                          policy=UrlPolicy.from_config(data))
     return CorpusLoader(stream, num_workers=data.num_workers)
 
 
@@ -102,4 +105,4 @@ def eval_stream(cd: CorpusData, split: str, data: DataConfig, rank: int, world: 
         return None
     return CorpusStream(cd.shards[split], cd.targets, field=cd.field, train=False, batch_size=data.batch_size,
                         eval_max_seconds=data.eval_max_seconds, seed=data.seed, rank=rank, world=world,
-                        include=cd.include[split])
+                        include=cd.include[split], bad_samples=data.bad_samples, policy=UrlPolicy.from_config(data))
