@@ -303,7 +303,7 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             write_predictions(run_dir / "predictions" / "final" / f"{metric_key(n)}.csv", tp, n, datas[n].classes)
     # data.bad_samples=skip: malformed training samples skipped, summed over the ranks (0 under the default, fail)
-    skipped = torch.tensor([float(sum(loader.skipped.count for loader in loaders.values()))])
+    skipped = torch.tensor([float(sum(loader.skipped.count for loader in loaders.values()))], device=device)
     if size > 1:
         torch.distributed.all_reduce(skipped)
     final["skipped_samples"] = float(skipped[0])
