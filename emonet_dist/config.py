@@ -346,6 +346,9 @@ class RayConfig:
     """Worker-group restarts from the latest checkpoint before the run fails."""
     storage_path: str = ""
     """Where Ray keeps checkpoints; empty: ``<output_dir>/ray``. Use shared storage on multi-node clusters."""
+    resources_timeout_s: float = 120.0
+    """How long a run waits for the cluster to offer the CPUs/GPUs its workers ask for (an autoscaler adding nodes)
+    before it fails with what it asked for and what the cluster has; 0: fail at once."""
 
     def __post_init__(self) -> None:
         check_limits(self)

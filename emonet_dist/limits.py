@@ -80,7 +80,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "threads": _ZERO_OK},
     "RayConfig": {
         "num_workers": _COUNT, "cpus_per_worker": _POSITIVE, "gpus_per_worker": Limit(0),
-        "max_failures": Limit(-1, note="-1 = unlimited")},
+        "max_failures": Limit(-1, note="-1 = unlimited"), "resources_timeout_s": Limit(0, note="seconds")},
     "TuneConfig": {
         "num_samples": _COUNT, "max_concurrent": _COUNT, "grace_period": _COUNT, "reduction_factor": Limit(2),
         "max_failures": _ZERO_OK, "driver_cpus": _POSITIVE},

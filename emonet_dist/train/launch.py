@@ -125,6 +125,33 @@ def _use_private_token() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+def wait_for_resources(cfg: Config) -> None:
+    """Return once the Ray cluster can hold the run's worker group; fail after ``ray.resources_timeout_s``.
+
+    Ray Train waits without end for resources it cannot get (a run asking for GPUs on a CPU-only cluster sits
+    PENDING forever). Totals must cover ``num_workers`` workers and one node must fit a whole worker; an
+    autoscaling cluster may grow into the request while this waits."""
+    import ray
+
+    per_worker = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.gpus_per_worker else {})}
+    need = {k: v * cfg.ray.num_workers for k, v in per_worker.items()}
+    deadline = time.monotonic() + cfg.ray.resources_timeout_s
+    while True:
+        total = ray.cluster_resources()
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        fits = any(all(node.get(k, 0) + 1e-9 >= v for k, v in per_worker.items()) for node in nodes)
+        if fits and all(total.get(k, 0) + 1e-9 >= v for k, v in need.items()):
+            return
+        if time.monotonic() >= deadline:
+            has = ", ".join(f"{k} {total.get(k, 0):g}" for k in need)
+            asked = ", ".join(f"{k} {v:g} ({cfg.ray.num_workers} workers x {per_worker[k]:g})" for k, v in need.items())
+            raise EmonetError(f"the run asks for {asked}, but the Ray cluster has {has} (largest node: "
+                              f"{max((n.get('CPU', 0) for n in nodes), default=0):g} CPU) after waiting "
+                              f"{cfg.ray.resources_timeout_s:g} s; lower ray.num_workers / ray.cpus_per_worker / "
+                              "ray.gpus_per_worker, or raise ray.resources_timeout_s for an autoscaling cluster")
+        time.sleep(min(2.0, max(deadline - time.monotonic(), 0.05)))
+
+
 def _free_port() -> int:
     import socket
 
@@ -172,12 +199,16 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         info = json.loads((run_dir / RUN_JSON).read_text())
         cfg = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
         name, mlflow_run_id, uri = info["name"], info.get("mlflow_run_id"), info.get("tracking_uri")
+        init_ray(cfg)
+        wait_for_resources(cfg)
         print(f"[train] resuming run {name} ({run_dir})", flush=True)
     else:
         cfg = absolute_paths(cfg)
         if not cfg.data.corpora:
             raise EmonetError("data.corpora is empty: list the corpora to train on (see jobs/ for examples)")
         parts = read_partitions(cfg)  # also: a missing corpus fails here, before anything is created
+        init_ray(cfg)
+        wait_for_resources(cfg)  # and a worker group the cluster cannot hold
         name = run_name or new_run_name(cfg)
         run_dir = (Path(cfg.output_dir) / name).resolve()
         run_dir.mkdir(parents=True, exist_ok=False)

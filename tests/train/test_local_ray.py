@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 from emonet_testkit import LOOPBACK, kill_new_sessions, listening_sockets, ray_sessions, session_pids, tiny_train_config
 
 pytestmark = pytest.mark.slow
@@ -82,3 +83,25 @@ def test_every_port_of_a_local_emonet_train_is_on_loopback_with_token_auth(synth
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         kill_new_sessions(before)
+
+
+@pytest.mark.timeout(300)  # bounded by ray.resources_timeout_s, not by Ray's endless wait
+@pytest.mark.parametrize("resource", ["CPU", "GPU"])
+def test_a_run_the_cluster_cannot_hold_fails_after_its_timeout_instead_of_waiting(synth_shards, tmp_path, ray_local,
+                                                                                  resource):
+    from emonet_dist.errors import EmonetError
+    from emonet_dist.train.launch import run_training
+
+    cpus = int(ray.cluster_resources()["CPU"])  # ray_local takes every core of the machine
+    if resource == "CPU":  # one worker wants more CPUs than the whole cluster has
+        overrides, needle = [f"ray.cpus_per_worker={cpus + 1}"], f"CPU {2 * (cpus + 1)} (2 workers x {cpus + 1})"
+    else:  # more GPUs per worker than the cluster has (the test machines have none)
+        g = int(ray.cluster_resources().get("GPU", 0)) + 1
+        overrides, needle = [f"ray.gpus_per_worker={g}", "ray.backend=gloo"], f"GPU {2 * g} (2 workers x {g})"
+    cfg = tiny_train_config(synth_shards, tmp_path, "name=toobig", "tracking.enabled=false",
+                            "ray.resources_timeout_s=2", *overrides)
+    with pytest.raises(EmonetError) as exc:
+        run_training(cfg)
+    message = str(exc.value)
+    assert needle in message and f"the Ray cluster has CPU {cpus}" in message and "after waiting 2 s" in message
+    assert not list(tmp_path.glob("toobig-*")), "nothing is created for a run that cannot start"
