@@ -273,3 +273,26 @@ def listening_sockets(pids) -> list[tuple[int, str, int]]:
 def session_pids(session: str) -> set[int]:
     """Processes whose command line names a Ray session (GCS, raylet, agents, workers of that instance)."""
     return {pid for pid, cmd in _cmdlines() if session in cmd}
+
+
+# [8] tar files for the shard-boundary tests ----------------------------------------------------------------------
+def tar_members(path: str | Path) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of every member of a tar file, in order."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A GNU tar archive of ``(name, bytes)`` members with fixed metadata (mtime 0), as the shard writer makes."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

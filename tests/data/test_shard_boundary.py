@@ -15,16 +15,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.server
-import io
 import json
 import shutil
 import socket
-import tarfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from emonet_testkit import tar_bytes, tar_members
 
 from emonet_dist.cli import main
 from emonet_dist.data.loader import eval_batches
@@ -44,19 +43,6 @@ def _copy(tiny_shards: Path, tmp_path: Path) -> Path:
     return root
 
 
-def _members(path: Path) -> list[tuple[str, bytes]]:
-    with tarfile.open(path) as tar:
-        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
-
-
-def _tar(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 0
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _put(root: Path, data: bytes, rel: str = SHARD, **index_fields) -> Path:
@@ -164,9 +150,9 @@ def _extra_member(members):
     (_extra_member, "unexpected member .txt")])
 def test_a_malformed_sample_is_one_clear_error_or_is_skipped_and_counted(tiny_shards, tmp_path, mutate, reason):
     root = _copy(tiny_shards, tmp_path)
-    members = _members(root / "tiny" / SHARD)
+    members = tar_members(root / "tiny" / SHARD)
     key = members[0][0].split(".")[0]
-    path = _put(root, _tar(mutate(members)))
+    path = _put(root, tar_bytes(mutate(members)))
     with pytest.raises(ShardError, match=reason) as err:
         _read_all(root)
     assert type(err.value).__name__ == "ShardReadError"
@@ -208,8 +194,8 @@ def test_a_truncated_or_short_shard_is_a_clear_error(tiny_shards, tmp_path):
     _put(root, full[: len(full) // 2])
     with pytest.raises(ShardError, match="truncated"):
         _read_all(root)
-    members = _members(tiny_shards / "tiny" / SHARD)
-    _put(root, _tar(members[:-2]))  # one sample fewer than the index lists
+    members = tar_members(tiny_shards / "tiny" / SHARD)
+    _put(root, tar_bytes(members[:-2]))  # one sample fewer than the index lists
     with pytest.raises(ShardError, match="holds 4 samples, index.json says 5"):
         _read_all(root)
     assert len(verify(root)[1]) == 1
@@ -235,7 +221,7 @@ def test_skipped_samples_reach_the_main_process_through_loader_workers(tiny_shar
 
     root = _copy(tiny_shards, tmp_path)
     rel = "train/shard-000000.tar"
-    _put(root, _tar(_drop_json(_members(root / "tiny" / rel))), rel)
+    _put(root, tar_bytes(_drop_json(tar_members(root / "tiny" / rel))), rel)
     sl = shard_list(str(root), "tiny", ["train"])
     targets = {c: i for i, c in enumerate(sorted(set(sl.labels)))}
     loader = CorpusLoader(CorpusStream(sl, targets, batch_size=8, max_seconds=0.2, bad_samples="skip"),

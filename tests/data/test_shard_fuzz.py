@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from emonet_testkit import tar_bytes
 
 from emonet_dist.data.loader import eval_batches
 from emonet_dist.data.shards import load_index, verify
@@ -110,15 +111,6 @@ def _same(a, b) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # mutations
 # ---------------------------------------------------------------------------------------------------------------
-def _tar(members) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 0
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
 
 def _edit_json(data: bytes, draw) -> bytes:
     kind = draw(st.sampled_from(["drop", "set", "bytes", "deep"]))
@@ -135,7 +127,7 @@ def _edit_json(data: bytes, draw) -> bytes:
     return json.dumps(meta).encode()
 
 
-def _mutate_members(members, draw):
+def _mutatetar_members(members, draw):
     members = list(members)
     for _ in range(draw(st.integers(1, 3))):
         op = draw(st.sampled_from(["json", "rename", "delete", "duplicate", "swap"]))
@@ -184,8 +176,8 @@ def _mutate_bytes(data: bytes, draw) -> bytes:
 @given(data=st.data())
 def test_mutated_shards_give_the_right_samples_or_a_shard_error(world, data):
     draw = data.draw
-    members = world["members"] if draw(st.integers(0, 3)) == 0 else _mutate_members(world["members"], draw)
-    shard = _tar(members) if members is not world["members"] else world["original"]
+    members = world["members"] if draw(st.integers(0, 3)) == 0 else _mutatetar_members(world["members"], draw)
+    shard = tar_bytes(members) if members is not world["members"] else world["original"]
     shard = _mutate_bytes(shard, draw) if draw(st.booleans()) else shard
     path = world["root"] / "tiny" / REL
     sha0 = world["index"]["partitions"]["test"]["shards"][0]["sha256"]
