@@ -16,12 +16,8 @@ from pathlib import Path
 
 from .config import Config, load_config
 from .errors import EmonetError
+from .cli_parser import Parser
 from .names import check_name
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, with the way out
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -377,11 +373,11 @@ def cmd_config_show(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="emonet", description="Distributed multi-corpus speech emotion recognition (EmoNet).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="emonet", description="Distributed multi-corpus speech emotion recognition (EmoNet).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     corpus = sub.add_parser("corpus", help="prepare corpora: recipes, synthetic corpora, checks")
-    csub = corpus.add_subparsers(dest="corpus_command", required=True, parser_class=_Parser)
+    csub = corpus.add_subparsers(dest="corpus_command", required=True, parser_class=Parser)
     prep = csub.add_parser("prepare", help="parse a raw corpus into manifest.jsonl + report.json")
     prep.add_argument("recipe", help="recipe name (see `emonet corpus recipes`)")
     prep.add_argument("raw_dir", metavar="RAW_DIR", help="raw corpus root in its official layout (a CSV for `csv`)")
@@ -436,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     shard.set_defaults(func=cmd_shard)
 
     model = sub.add_parser("model", help="inspect the model")
-    msub = model.add_subparsers(dest="model_command", required=True, parser_class=_Parser)
+    msub = model.add_subparsers(dest="model_command", required=True, parser_class=Parser)
     summ = msub.add_parser("summary", help="shared vs per-corpus parameters, FLOPs per second of audio, shapes")
     summ.add_argument("--corpora", type=int, default=1, help="number of corpora in the model (default 1)")
     summ.add_argument("--classes", type=int, default=4, help="classes per corpus (default 4)")
@@ -473,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=cmd_tune)
 
     base = sub.add_parser("baseline", help="non-neural reference systems, recorded as runs `emonet report` reads")
-    basesub = base.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
+    basesub = base.add_subparsers(dest="baseline_command", required=True, parser_class=Parser)
     bego = basesub.add_parser("egemaps", help="eGeMAPS functionals + linear SVM per corpus (C chosen on dev)")
     bego.add_argument("corpus_dirs", nargs="+", metavar="CORPUS_DIR", help="prepared corpus directories")
     bego.add_argument("--out", metavar="DIR", help="output_dir: runs, mlflow.db and the feature cache (default: runs)")
@@ -484,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     bego.set_defaults(func=cmd_baseline_egemaps)
 
     bundle = sub.add_parser("bundle", help="adapter bundles: export from a run, register in MLflow")
-    bsub = bundle.add_subparsers(dest="bundle_command", required=True, parser_class=_Parser)
+    bsub = bundle.add_subparsers(dest="bundle_command", required=True, parser_class=Parser)
     bex = bsub.add_parser("export", help="write one corpus's bundle (adapters, BNs, head + backbone pointer)")
     bex.add_argument("--run", required=True, help="run directory or name")
     bex.add_argument("--corpus", required=True)
@@ -540,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     track = sub.add_parser("track", help="MLflow housekeeping")
-    tsub = track.add_subparsers(dest="track_command", required=True, parser_class=_Parser)
+    tsub = track.add_subparsers(dest="track_command", required=True, parser_class=Parser)
     sync = tsub.add_parser("sync", help="replay a run's metric journal and artifacts after an MLflow outage")
     sync.add_argument("run", metavar="RUN", help="run directory or name")
     sync.add_argument("--tracking-uri", help="default: the URI the run was started with")
@@ -553,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     cfg = sub.add_parser("config", help="show the resolved config")
-    csub2 = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    csub2 = cfg.add_subparsers(dest="config_command", required=True, parser_class=Parser)
     show = csub2.add_parser("show", help="print the config after --config and overrides, as YAML")
     _common(show)
     show.set_defaults(func=cmd_config_show)

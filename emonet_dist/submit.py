@@ -607,7 +607,7 @@ def _selection(p) -> None:
 
 def add_parsers(sub) -> None:
     """Register ``emonet submit`` and ``emonet jobs list|logs|stop|run`` on the CLI's subparsers."""
-    from .cli import _Parser
+    from .cli_parser import Parser
 
     def parser(group, name: str, help: str, func, *, job_id=False, address=True, timeout=None):
         p = group.add_parser(name, help=help)
@@ -631,7 +631,7 @@ def add_parsers(sub) -> None:
     s.epilog = "KEY=VALUE overrides of the embedded config may follow, e.g. 'data.shards=pipe:aws s3 cp s3://bucket/shards/{path} -'."
 
     jobs = sub.add_parser("jobs", help="Ray jobs: list, logs, stop; `run` executes a spec here")
-    jsub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
+    jsub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=Parser)
     parser(jsub, "list", "every job on the cluster, oldest first", cmd_jobs_list)
     logs = parser(jsub, "logs", "a job's logs (and its error, if it failed)", cmd_jobs_logs, job_id=True,
                   timeout=86400.0)

@@ -1,0 +1,14 @@
+"""The argument parser of every ``emonet`` command: errors are one line, with the way out.
+
+Its own module so that the job-spec commands (``emonet_dist.submit``) build their sub-commands with it without
+importing the CLI above them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, with the way out
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
