@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-
 from bench_ray_train import CORPORA, make_cfg, synth_shards
+
 from emonet_dist.config import Config
 from emonet_dist.model.modes import set_mode
 from emonet_dist.train import distributed as D
@@ -118,7 +118,8 @@ def run_variant(cfg: Config, variant: str, size: int = 2, profile: bool = False)
 
     ctx = mp.get_context("spawn")
     out, port = ctx.Queue(), _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, size, port, cfg.to_dict(), variant, out, profile)) for r in range(size)]
+    procs = [ctx.Process(target=_worker, args=(r, size, port, cfg.to_dict(), variant, out, profile))
+             for r in range(size)]
     for p in procs:
         p.start()
     res = sorted((out.get(timeout=3600) for _ in procs), key=lambda r: r["rank"])

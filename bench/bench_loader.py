@@ -78,7 +78,8 @@ def main() -> None:
     best_raw, best_loader = max(raw_rates), max(loader_rates)
     print(f"corpus {args.corpus}: {len(paths)} train utterances, {args.repeats} alternating runs")
     print(f"raw soundfile decode : {best_raw:8.1f} utt/s (runs: {', '.join(f'{r:.0f}' for r in raw_rates)})")
-    print(f"loader, 1 process    : {best_loader:8.1f} utt/s per core (runs: {', '.join(f'{r:.0f}' for r in loader_rates)})")
+    runs = ", ".join(f"{r:.0f}" for r in loader_rates)
+    print(f"loader, 1 process    : {best_loader:8.1f} utt/s per core (runs: {runs})")
     print(f"loader, 2 workers    : {two:8.1f} utt/s total, {two / 2:.1f} per core (3 epochs, persistent workers)")
     print(f"ratio loader/raw     : {best_loader / best_raw:.3f} (target >= 0.8)")
 

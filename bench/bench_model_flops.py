@@ -27,7 +27,7 @@ import dataclasses
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -117,7 +117,8 @@ def count_flops(step: Callable[[], None]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default="emonet,plain", help="comma list: emonet, emonet-nchw, emonet-unfused, emonet-compiled, plain")
+    ap.add_argument("--variants", default="emonet,plain",
+                    help="comma list: emonet, emonet-nchw, emonet-unfused, emonet-compiled, plain")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=8, help="measured rounds (after 2 warm-up rounds)")
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             s()
             rates[v].append(flops[v] / (time.perf_counter() - t))
     best_mm = max(mm_rates)
-    print(f"matmul {args.matmul}^3 fp32: best {best_mm / 1e9:.1f} GFLOP/s, median {statistics.median(mm_rates) / 1e9:.1f}")
+    print(f"matmul {args.matmul}^3 fp32: best {best_mm / 1e9:.1f} GFLOP/s, "
+          f"median {statistics.median(mm_rates) / 1e9:.1f}")
     for v in variants:
         per_round = [r / m for r, m in zip(rates[v], mm_rates)]
         print(f"{v:16s} {flops[v] / 1e9:7.2f} GFLOP/step  best {max(rates[v]) / 1e9:6.1f} GFLOP/s  "

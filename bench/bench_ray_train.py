@@ -41,7 +41,7 @@ CORPORA = ("synth7", "synth5")
 def make_cfg(shards: Path, out: Path, rounds: int, base_width: int, workers: int, *extra: str) -> Config:
     return Config().override(
         f"output_dir={out}", f"data.shards={shards}", "name=bench",
-        f"data.corpora=[{', '.join('{name: %s}' % c for c in CORPORA)}]", "data.batch_size=16",
+        f"data.corpora=[{', '.join('{name: ' + c + '}' for c in CORPORA)}]", "data.batch_size=16",
         "data.max_seconds=3.0", "data.num_workers=0", f"model.base_width={base_width}",
         f"model.stem_width={max(base_width // 2, 4)}", "optim.stages=1", f"train.steps_per_stage={rounds}",
         f"train.eval_every={rounds}", f"train.checkpoint_every={rounds}", f"train.log_every={rounds}",

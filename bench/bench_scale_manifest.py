@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,7 @@ print(json.dumps({"shards": {p: len(v) for p, v in plan.items()}, "classes": len
 
 
 def run_phase(name: str, src: Path, out: Path) -> dict:
-    code = ("import json, resource, time\nt0 = time.time()\nSRC, OUT = %r, %r\n" % (str(src), str(out))
+    code = (f"import json, resource, time\nt0 = time.time()\nSRC, OUT = {str(src)!r}, {str(out)!r}\n"
             + PHASES[name]
             + "print(json.dumps({'seconds': time.time() - t0, "
               "'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")

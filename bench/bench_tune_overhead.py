@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from bench_ray_train import CORPORA, synth_shards  # bench/ is on sys.path when run as a script
+
 from emonet_dist.config import Config
 from emonet_dist.train.launch import init_ray, run_training
 from emonet_dist.tuning import run_sweep
@@ -52,7 +53,7 @@ def make_cfg(shards: Path, out: Path, args: argparse.Namespace) -> Config:
     cpus = round(min(1.0, ((os.cpu_count() or 2) - 0.05) / args.workers), 2)
     return Config().override(
         f"output_dir={out}", f"data.shards={shards}", "name=bench", "seed=0",
-        f"data.corpora=[{', '.join('{name: %s}' % c for c in CORPORA)}]", "data.batch_size=16",
+        f"data.corpora=[{', '.join('{name: ' + c + '}' for c in CORPORA)}]", "data.batch_size=16",
         "data.max_seconds=3.0", "data.num_workers=0", f"model.base_width={bw}", f"model.stem_width={max(bw // 2, 4)}",
         f"optim.lr={LRS[0]}", "optim.stages=1", f"train.steps_per_stage={steps}", f"train.eval_every={every}",
         # checkpoints on evaluation steps only: every report to Tune must carry the objective (dev_uar_mean)
@@ -112,7 +113,8 @@ def sweep(cfg: Config, trials: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=50,
-                    help="training rounds per run (one batch of each corpus); 50 gives trials of ~2.5 min on 2 CPU cores")
+                    help="training rounds per run (one batch of each corpus); 50 gives trials of ~2.5 min on "
+                         "2 CPU cores")
     ap.add_argument("--trials", type=int, default=3, choices=range(1, len(LRS) + 1), metavar=f"1..{len(LRS)}")
     ap.add_argument("--base-width", type=int, default=32)
     ap.add_argument("--eval-every", type=int, default=0,

@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
+from .cli_parser import Parser
 from .config import Config, load_config
 from .errors import EmonetError
-from .cli_parser import Parser
 from .names import check_name
 
 
@@ -120,7 +120,8 @@ def cmd_shard(args) -> int:
         raise EmonetError("emonet shard needs --out SHARD_DIR (or `emonet shard verify SHARD_DIR`)")
     cfg = _cfg(args, {"shard.samples_per_shard": args.samples_per_shard, "shard.jobs": args.jobs})
     for index in shard_corpora(args.paths, args.out, cfg.shard, force=args.force):
-        parts = ", ".join(f"{p} {v['utterances']} in {len(v['shards'])} shard(s)" for p, v in index["partitions"].items())
+        parts = ", ".join(f"{p} {v['utterances']} in {len(v['shards'])} shard(s)"
+                          for p, v in index["partitions"].items())
         print(f"{index['corpus']}: {parts}")
     return 0
 
@@ -528,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--predictions", metavar="CSV_OR_RUN",
                     help="or score existing prediction CSVs (a CSV, a run, or an MLflow run id)")
     ev.add_argument("--split", choices=["dev", "test"], default="test")
-    ev.add_argument("--out", metavar="DIR", help="output directory (default for --run: <run>/eval/<split>-<checkpoint>)")
+    ev.add_argument("--out", metavar="DIR",
+                    help="output directory (default for --run: <run>/eval/<split>-<checkpoint>)")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--checkpoint", choices=["best", "final"], default="final")
     ev.add_argument("--output-dir", default="runs", help="where run names are looked up (default: runs)")

@@ -42,9 +42,9 @@ class PrepareConfig:
     """Seed of the speaker-to-partition assignment (the same seed gives the same partitions)."""
     split: Literal["auto", "speaker", "folds", "official"] = "auto"
     """``auto``: the recipe's default (``speaker`` for most; IEMOCAP uses its sessions as folds; a CSV with a
-    partition column keeps it). ``speaker``: speaker-independent train/dev/test. ``folds``: leave-one-speaker-group-out folds, written as
-    partitions ``fold1..foldK`` (a recipe may define the groups, e.g. IEMOCAP sessions). ``official``: keep the
-    partition the recipe or CSV gives."""
+    partition column keeps it). ``speaker``: speaker-independent train/dev/test. ``folds``:
+    leave-one-speaker-group-out folds, written as partitions ``fold1..foldK`` (a recipe may define the groups,
+    e.g. IEMOCAP sessions). ``official``: keep the partition the recipe or CSV gives."""
     dev_fraction: float = 0.15
     """Target share of utterances in dev (speakers are kept whole, so the share is approximate)."""
     test_fraction: float = 0.15
@@ -242,7 +242,8 @@ class ModelConfig:
     num_stacks: int = 3
     blocks_per_stack: int = 2
     adapters: bool = True
-    """Parallel 1x1 residual adapters per corpus next to every 3x3 conv (False: a plain ResNet, BNs still per corpus)."""
+    """Parallel 1x1 residual adapters per corpus next to every 3x3 conv (False: a plain ResNet, BNs still per
+    corpus)."""
     adapter_init: Literal["zero", "kaiming"] = "zero"
     """``zero`` starts a new corpus from the shared function."""
     fuse_adapters: bool = True
@@ -407,7 +408,7 @@ class Config:
         check_limits(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Config":
+    def from_dict(cls, data: dict) -> Config:
         return typed.from_dict(cls, data)
 
     def to_dict(self) -> dict:
@@ -422,7 +423,7 @@ class Config:
         """Dotted keys -> values, as logged to MLflow params."""
         return typed.flatten(self.to_dict())
 
-    def override(self, *overrides: str) -> "Config":
+    def override(self, *overrides: str) -> Config:
         return typed.apply_overrides(Config, self.to_dict(), list(overrides))
 
 

@@ -359,7 +359,7 @@ def follow_job(client, job_id: str, timeout: float) -> int:
 
     try:
         asyncio.run(asyncio.wait_for(tail(), timeout))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise EmonetError(f"stopped following job {job_id} after {timeout:.0f} s; it is still "
                           f"{client.get_job_status(job_id)}: `emonet jobs logs {job_id} --follow`") from None
     status = wait_terminal(client, job_id, 60)
@@ -628,7 +628,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="add a runtime_env variable")
     s.add_argument("--no-pip", action="store_true",
                    help="drop the spec's pip pins (the cluster's Python has them, e.g. cluster/local's venv)")
-    s.epilog = "KEY=VALUE overrides of the embedded config may follow, e.g. 'data.shards=pipe:aws s3 cp s3://bucket/shards/{path} -'."
+    s.epilog = ("KEY=VALUE overrides of the embedded config may follow, "
+                "e.g. 'data.shards=pipe:aws s3 cp s3://bucket/shards/{path} -'.")
 
     jobs = sub.add_parser("jobs", help="Ray jobs: list, logs, stop; `run` executes a spec here")
     jsub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=Parser)

@@ -6,11 +6,11 @@ import csv
 from pathlib import Path
 
 import pytest
-from emonet_testkit import write_tone
 
 from emonet_dist.config import PrepareConfig, ShardConfig
 from emonet_dist.corpora.prepare import prepare_corpus
 from emonet_dist.data.shards import shard_corpus
+from emonet_testkit import write_tone
 
 LABELS = ("angry", "happy", "neutral", "sad")
 

@@ -8,13 +8,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from emonet_testkit import write_tone
 
 from emonet_dist.bundles import load_bundle, save_backbone, write_bundle
 from emonet_dist.cli import main
 from emonet_dist.config import HeadConfig, ModelConfig, PoolingConfig
 from emonet_dist.errors import EmonetError
 from emonet_dist.model.build import build_model
+from emonet_testkit import write_tone
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 

@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import pytest
+
 from emonet_testkit import emonet_console_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

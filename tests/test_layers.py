@@ -87,7 +87,8 @@ def test_imports_point_down_only():
     found = upward_imports(ROOT / "emonet_dist")
     new = {edge: where for edge, where in found.items() if edge not in KNOWN_UPWARD}
     assert not new, "upward imports (move the code down, or the import up):\n" + "\n".join(
-        f"  {where}: {a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})" for (a, b), where in new.items())
+        f"  {where}: {a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+        for (a, b), where in new.items())
     gone = set(KNOWN_UPWARD) - set(found)
     assert not gone, f"no longer imported upward, remove from KNOWN_UPWARD: {sorted(gone)}"
 

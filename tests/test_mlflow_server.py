@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+
 from emonet_testkit import free_port
 
 pytestmark = pytest.mark.slow

@@ -12,6 +12,7 @@ import sys
 import zipfile
 
 import pytest
+
 from emonet_testkit import ROOT
 
 pytestmark = pytest.mark.slow

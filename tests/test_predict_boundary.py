@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from emonet_testkit import free_port, write_tone
 from torch import nn
 
 from emonet_dist.bundles import load_bundle, save_backbone, write_bundle
@@ -28,6 +27,7 @@ from emonet_dist.cli import main
 from emonet_dist.config import HeadConfig, ModelConfig, PoolingConfig
 from emonet_dist.errors import EmonetError
 from emonet_dist.model.build import build_model
+from emonet_testkit import free_port, write_tone
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 

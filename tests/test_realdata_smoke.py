@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from emonet_testkit import SHARED_DATA, shared_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.timeout(1800)]  # the job's own budget: 1500 s

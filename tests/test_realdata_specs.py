@@ -30,7 +30,8 @@ def test_the_paper_profile_is_the_papers_config_and_submittable():
     cpu = load_spec(JOBS / "realdata.job.yaml")
     paper = load_spec(JOBS / "realdata.job.yaml", profile="paper")
     assert (paper.config.model.base_width, paper.config.model.stem_width) == (64, 32)
-    assert (paper.config.data.batch_size, paper.config.train.steps_per_stage, paper.config.train.patience) == (64, 2500, 50)
+    train = paper.config.train
+    assert (paper.config.data.batch_size, train.steps_per_stage, train.patience) == (64, 2500, 50)
     assert paper.config.ray.gpus_per_worker == 1 and cpu.config.ray.gpus_per_worker == 0
     check_shared_paths(paper.config)  # absolute shared-storage paths
     with pytest.raises(ConfigError, match="relative|absolute"):

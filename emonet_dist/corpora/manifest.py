@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..errors import CorpusError, EmonetError, SpeakerLeakageError
 from ..names import check_name
@@ -42,7 +42,7 @@ class Utterance:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False)
 
     @classmethod
-    def from_json(cls, line: str) -> "Utterance":
+    def from_json(cls, line: str) -> Utterance:
         return cls(**json.loads(line))
 
 
@@ -95,7 +95,8 @@ def iter_manifest(path: Path) -> Iterator[Utterance]:
             try:
                 row = Utterance.from_json(line)
             except (json.JSONDecodeError, TypeError) as exc:
-                raise CorpusError(f"{path}:{lineno}: not a manifest row ({exc}); re-run `emonet corpus prepare`") from None
+                raise CorpusError(f"{path}:{lineno}: not a manifest row ({exc}); "
+                                  "re-run `emonet corpus prepare`") from None
             for what, value in (("corpus", row.corpus), ("partition", row.partition)):
                 if value not in checked and (value or what == "corpus"):
                     _check_row_name(value, what, path, lineno)

@@ -27,7 +27,7 @@ import shutil
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -338,7 +338,7 @@ def apply_channel(x: np.ndarray, ch: Channel, room: np.ndarray, bed: np.ndarray,
     return y.astype(np.float32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _band_sos(band: tuple[float, float]) -> np.ndarray:
     lo, hi = band
     if lo > 0 and hi > 0:

@@ -97,7 +97,7 @@ class Prosody:
     formant: float = 1.0
     """Formant scale (smiling raises formants, a disgust grimace lowers them)."""
 
-    def toward(self, other: "Prosody", strength: float) -> "Prosody":
+    def toward(self, other: Prosody, strength: float) -> Prosody:
         """Interpolate every field: 0 gives ``self``, 1 gives ``other``, 1.2 exaggerates ``other``."""
         return Prosody(**{f.name: getattr(self, f.name) + strength * (getattr(other, f.name) - getattr(self, f.name))
                           for f in fields(Prosody)})

@@ -11,7 +11,7 @@ worker processes; ``CorpusLoader.skipped`` and, for evaluation passes, ``stream.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader

@@ -15,7 +15,7 @@ import hashlib
 import http.client
 import logging
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import ShardError, ShardReadError
 from .remote import UrlPolicy, open_url, short

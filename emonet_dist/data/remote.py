@@ -22,7 +22,6 @@ import os
 import re
 import select
 import shlex
-import socket
 import subprocess
 import tempfile
 import time
@@ -61,7 +60,7 @@ class UrlPolicy:
     """Wait before the first retry; doubles after each."""
 
     @classmethod
-    def from_config(cls, data) -> "UrlPolicy":
+    def from_config(cls, data) -> UrlPolicy:
         return cls(timeout_s=data.url_timeout_s, retries=data.url_retries)
 
 
@@ -229,7 +228,7 @@ def read_bytes(url: str, policy: UrlPolicy = UrlPolicy(), limit: int = 64 << 20)
     stream = open_url(url, policy)
     try:
         data = _read_upto(stream, limit + 1)
-    except (OSError, socket.timeout, http.client.HTTPException) as exc:
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:
         raise ShardError(f"cannot read {short(url, 120)}: {short(str(exc) or type(exc).__name__)}") from None
     finally:
         stream.close()

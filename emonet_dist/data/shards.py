@@ -33,8 +33,8 @@ from ..errors import ShardError
 from ..names import check_name, inside
 from ..pool import worker_pool
 from ..progress import Progress
-from .index_schema import check_index
 from . import remote
+from .index_schema import check_index
 from .remote import UrlPolicy, read_bytes, shard_url, short  # noqa: F401 - shard_url, read_bytes: API
 
 INDEX = "index.json"

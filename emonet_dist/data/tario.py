@@ -15,7 +15,8 @@ exception. Base-256 sizes (members over 8 GiB) are refused; shards never hold su
 from __future__ import annotations
 
 import re
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from .remote import short
 from .samples import bad as _error

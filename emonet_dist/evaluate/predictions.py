@@ -147,12 +147,13 @@ def load_column(ref: str | Path, checkpoint: str = "best", output_dir: str | Pat
     runs = []
     for part in parts:
         base, _, ck = part.rpartition("@")
-        runs.append(load_run(base, ck, output_dir, tracking_uri) if base and ck in CHECKPOINTS and not Path(part).exists()
+        suffixed = base and ck in CHECKPOINTS and not Path(part).exists()  # RUN@best / RUN@final
+        runs.append(load_run(base, ck, output_dir, tracking_uri) if suffixed
                     else load_run(part, checkpoint, output_dir, tracking_uri))
     if len(runs) == 1:
         r = runs[0]
-        return r if text == r.ref else RunPredictions(text, f"{r.name}@{r.checkpoint}", r.checkpoint, r.source, r.run_dir,
-                                                      r.mlflow_run_id, r.tracking_uri, r.corpora)
+        return r if text == r.ref else RunPredictions(text, f"{r.name}@{r.checkpoint}", r.checkpoint, r.source,
+                                                      r.run_dir, r.mlflow_run_id, r.tracking_uri, r.corpora)
     corpora: dict[str, Predictions] = {}
     for r in runs:
         for c, pred in r.corpora.items():

@@ -68,10 +68,12 @@ def build_report(baseline: RunRef, candidates: list[RunRef], out_dir: str | Path
     names = _labels(runs, labels or {})
     base, cands = runs[0], runs[1:]
     shared = [c for c in base.corpora if all(c in r.corpora for r in cands)]
-    skipped = [{"corpus": c, "reason": "missing in " + ", ".join(names[i] for i, r in enumerate(runs) if c not in r.corpora)}
+    skipped = [{"corpus": c,
+                "reason": "missing in " + ", ".join(names[i] for i, r in enumerate(runs) if c not in r.corpora)}
                for c in sorted({c for r in runs for c in r.corpora} - set(shared))]
     if not shared:
-        raise EmonetError(f"the runs share no corpus ({', '.join(f'{names[i]}: {sorted(r.corpora)}' for i, r in enumerate(runs))})")
+        listing = ", ".join(f"{names[i]}: {sorted(r.corpora)}" for i, r in enumerate(runs))
+        raise EmonetError(f"the runs share no corpus ({listing})")
     rows = [_corpus_row(corpus, base, cands, names[1:], alpha) for corpus in sorted(shared, key=str.lower)]
     report = {
         "kind": "emonet-significance-report", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

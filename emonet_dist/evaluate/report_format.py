@@ -39,7 +39,10 @@ def format_table(report: dict) -> str:
     """The table as plain text for the terminal, with the legend, skipped corpora and the caveat."""
     head, rows = table_rows(report)
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     out = [f"test UAR [%] ({report['checkpoint']} checkpoint); McNemar's test at alpha={report['alpha']:g}: "
            "+ significantly better, \u2212 significantly worse than the baseline", line(head),
            "  ".join("-" * w for w in widths), *[line(r) for r in rows]]
@@ -78,7 +81,9 @@ RUN_HEAD = ["role", "label", "run", "MLflow run id", "run directory / source"]
 
 def render_markdown(report: dict) -> str:
     def md(head, rows):
-        esc = lambda s: str(s).replace("|", "\\|")
+        def esc(s):
+            return str(s).replace("|", "\\|")
+
         return "\n".join(["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head),
                           *["| " + " | ".join(map(esc, r)) + " |" for r in rows]])
 
@@ -134,7 +139,8 @@ def render_html(report: dict, heatmap: str | Path | None = None) -> str:
     img = ""
     if heatmap and Path(heatmap).is_file():
         data = base64.b64encode(Path(heatmap).read_bytes()).decode("ascii")
-        img = f'<h2>UAR delta (candidate \u2212 baseline)</h2><img alt="UAR delta heatmap" src="data:image/png;base64,{data}">'
+        img = ('<h2>UAR delta (candidate \u2212 baseline)</h2>'
+               f'<img alt="UAR delta heatmap" src="data:image/png;base64,{data}">')
     skipped = "".join(f"<li>{e(s['corpus'])}: {e(s['reason'])}</li>" for s in report["skipped_corpora"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Significance report</title><style>{_CSS}</style></head><body>

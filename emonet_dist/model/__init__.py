@@ -8,8 +8,18 @@ Modules: ``frontend`` (log-mel, SpecAugment), ``adapters`` (conv + adapter + per
 
 from .build import CorpusInfo, EmoNet, build_model
 from .modes import MODES, set_mode
-from .weights import (backbone_hash, export_corpus, import_corpus, load_corpus, load_model, load_state_into, load_weights,
-                      save_corpus, save_model, save_weights)
+from .weights import (
+                      backbone_hash,
+                      export_corpus,
+                      import_corpus,
+                      load_corpus,
+                      load_model,
+                      load_state_into,
+                      load_weights,
+                      save_corpus,
+                      save_model,
+                      save_weights,
+)
 
 __all__ = [
     "CorpusInfo", "EmoNet", "build_model", "MODES", "set_mode", "backbone_hash", "export_corpus", "import_corpus",

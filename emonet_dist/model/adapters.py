@@ -10,7 +10,7 @@ without touching the others.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +97,8 @@ class AdaptedConv(nn.Module):
         self.in_channels, self.out_channels, self.stride, self.fused = in_channels, out_channels, stride, fused
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
-        self.adapters = CorpusDict(functools.partial(Adapter, in_channels, out_channels, adapter_init)) if adapters else None
+        self.adapters = (CorpusDict(functools.partial(Adapter, in_channels, out_channels, adapter_init))
+                         if adapters else None)
         self.bns = CorpusDict(functools.partial(nn.BatchNorm2d, out_channels))
 
     def forward(self, x: Tensor, key: str) -> Tensor:

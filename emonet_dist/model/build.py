@@ -13,8 +13,8 @@ all-reduce of a corpus's BN running statistics).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from torch import Tensor, nn
 
@@ -67,7 +67,8 @@ class EmoNet(nn.Module):
         """Corpus name -> info, in the order they were added."""
         return dict(self._corpora)
 
-    def add_corpus(self, name: str, num_classes: int, kind: str = "emotion", labels: list[str] | tuple[str, ...] | None = None,
+    def add_corpus(self, name: str, num_classes: int, kind: str = "emotion",
+                   labels: list[str] | tuple[str, ...] | None = None,
                    init_from: str | None = None) -> CorpusInfo:
         """Create adapters, BNs, pooling (if per corpus) and a head for a new corpus; others are untouched.
 
@@ -114,7 +115,9 @@ class EmoNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------- forward
     def encode(self, waves: Tensor, lengths: Tensor, corpus: str) -> tuple[Tensor, Tensor]:
-        """Backbone features ``(B, C, F', T')`` and valid output frames ``(B,)`` for ``waves (B, S)``, ``lengths (B,)``."""
+        """Backbone features ``(B, C, F', T')`` and valid output frames ``(B,)``.
+
+        ``waves (B, S)``, ``lengths (B,)`` as for :meth:`forward`."""
         key = self.corpus_info(corpus).key
         x, n_frames = self.frontend(waves, lengths)
         return self.backbone(x, n_frames, key)
@@ -145,7 +148,7 @@ class EmoNet(nn.Module):
     def frozen_batchnorms(self) -> tuple[str, ...]:
         return self._frozen_bns
 
-    def train(self, mode: bool = True) -> "EmoNet":
+    def train(self, mode: bool = True) -> EmoNet:
         """As ``nn.Module.train``, but BNs frozen by the current mode (``modes.set_mode``) stay in eval."""
         super().train(mode)
         for name in self._frozen_bns:

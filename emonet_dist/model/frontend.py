@@ -159,7 +159,8 @@ class LogMelFrontend(nn.Module):
             ``n_frames (B,)`` int64.
         """
         if waves.dim() != 2 or lengths.shape != waves.shape[:1]:
-            raise ValueError(f"expected waves (B, S) and lengths (B,), got {tuple(waves.shape)} and {tuple(lengths.shape)}")
+            raise ValueError(f"expected waves (B, S) and lengths (B,), "
+                             f"got {tuple(waves.shape)} and {tuple(lengths.shape)}")
         if waves.shape[0] == 0:
             # An empty batch still runs the whole network (a rank with no samples of a corpus must join the
             # global BatchNorm collectives); the STFT's reflect padding cannot take a batch of 0.

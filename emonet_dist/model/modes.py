@@ -29,7 +29,7 @@ the groups, so neither weight decay nor momentum can touch them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

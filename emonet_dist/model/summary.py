@@ -81,7 +81,8 @@ def _flops(model: EmoNet, corpus: str, seconds: float, train: bool, shapes: dict
                     pooled = model.embed(waves, lengths, corpus)
                     logits = model.heads[model.corpus_info(corpus).key](pooled)
                 if shapes is not None:
-                    shapes.update({"waves": tuple(waves.shape), "pooled": tuple(pooled.shape), "logits": tuple(logits.shape)})
+                    shapes.update({"waves": tuple(waves.shape), "pooled": tuple(pooled.shape),
+                                   "logits": tuple(logits.shape)})
     finally:
         for h in hooks:
             h.remove()
@@ -139,7 +140,8 @@ def _render(d: dict) -> str:
         row("1 corpus", f"{p['one_corpus']:,}"),
     ]
     if p["corpora"] not in (1, p["paper_corpora"]):
-        lines.append(row(f"{p['corpora']} corpora", f"{p['n_corpora']:,}", f"{p['ratio_n_vs_1']:.2f}x a 1-corpus model"))
+        lines.append(row(f"{p['corpora']} corpora", f"{p['n_corpora']:,}",
+                         f"{p['ratio_n_vs_1']:.2f}x a 1-corpus model"))
     lines.append(row(f"{p['paper_corpora']} corpora", f"{p['paper_total']:,}",
                      f"{p['ratio_paper_vs_1']:.2f}x a 1-corpus model; the paper reports 3.5x"))
     lines += [
@@ -148,7 +150,8 @@ def _render(d: dict) -> str:
         row("train step (fwd + bwd)", f"{f['train_step'] / 1e9:.3f}", "GFLOP"),
         "Output shapes (batch 1)",
     ]
-    for stage in ["waves", "log-mel", "stem", *[k for k in d["shapes"] if k.startswith("stack")], "backbone", "pooled", "logits"]:
+    stacks = [k for k in d["shapes"] if k.startswith("stack")]
+    for stage in ["waves", "log-mel", "stem", *stacks, "backbone", "pooled", "logits"]:
         if stage in d["shapes"]:
             lines.append(f"  {stage:<26}{d['shapes'][stage]}")
     return "\n".join(lines)

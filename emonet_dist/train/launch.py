@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import tracking
 from ..config import Config
 from ..errors import EmonetError
-from .. import tracking
 
 RUN_JSON = "run.json"
 # Ray Train V2 polls workers every 2 s by default, which makes every ray.train.report block that long.
@@ -119,10 +119,16 @@ def _use_private_token() -> None:
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(Path(_TOKEN_DIR[0]) / "auth_token"))
     # Ray reads the mode and the token once, when ray._raylet loads; reload both as Ray's own
     # _enable_token_auth() does (Ray 2.60), so a process that imported ray earlier uses the new token too.
-    from ray._raylet import AuthenticationTokenLoader, Config as RayConfig
+    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import Config as RayConfig
 
     RayConfig.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+def worker_resources(cfg: Config) -> dict[str, float]:
+    """What one Ray Train worker asks for: its CPUs, and its GPUs when it uses any."""
+    return {"CPU": cfg.ray.cpus_per_worker, **({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.gpus_per_worker else {})}
 
 
 def wait_for_resources(cfg: Config) -> None:
@@ -133,7 +139,7 @@ def wait_for_resources(cfg: Config) -> None:
     autoscaling cluster may grow into the request while this waits."""
     import ray
 
-    per_worker = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.gpus_per_worker else {})}
+    per_worker = worker_resources(cfg)
     need = {k: v * cfg.ray.num_workers for k, v in per_worker.items()}
     deadline = time.monotonic() + cfg.ray.resources_timeout_s
     while True:
@@ -221,7 +227,7 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         write_partitions(parts, run_dir, uri, mlflow_run_id)
     init_ray(cfg)
     backend = cfg.ray.backend if cfg.ray.backend != "auto" else ("nccl" if cfg.ray.gpus_per_worker > 0 else "gloo")
-    resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": cfg.ray.gpus_per_worker} if cfg.ray.gpus_per_worker else {})}
+    resources = worker_resources(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "run": {"name": name, "dir": str(run_dir),

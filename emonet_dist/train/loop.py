@@ -30,8 +30,16 @@ from ..model.modes import set_mode
 from ..model.weights import save_model
 from ..tracking import RunLogger, metric_key
 from .checkpoint import read_state, restore_model, restore_optimizer, save_checkpoint
-from .distributed import (assert_ranks_agree, average_batchnorm_stats, bn_state_digest, broadcast_state,
-                          global_weighted_ce, sum_gradients, use_global_batchnorm, world)
+from .distributed import (
+    assert_ranks_agree,
+    average_batchnorm_stats,
+    bn_state_digest,
+    broadcast_state,
+    global_weighted_ce,
+    sum_gradients,
+    use_global_batchnorm,
+    world,
+)
 from .evaluation import predict, score
 from .lr import StageSchedule, make_schedule
 from .outputs import build_model_for_run, write_final_outputs, write_predictions
@@ -289,7 +297,8 @@ def train_loop_per_worker(config: dict) -> None:
         average_batchnorm_stats(model)
     loop_end = time.time()
     # start_step: 0 for a fresh worker group, the checkpoint's step after a restore (shows that one happened)
-    final = {"step": step, "start_step": first_step, "train_utt_per_s": seen * size / max(train_time, 1e-9), "train_seconds": train_time,
+    final = {"step": step, "start_step": first_step, "train_utt_per_s": seen * size / max(train_time, 1e-9),
+             "train_seconds": train_time,
              "loop_seconds": loop_end - loop_start, "setup_seconds": loop_start - entered, **metrics}
     for n in names:
         test = eval_stream(datas[n], "test", cfg.data, rank, size)

@@ -15,8 +15,8 @@ import torch
 from ..config import CorpusConfig, DataConfig
 from ..corpora import av
 from ..data.loader import CorpusLoader
-from ..data.remote import UrlPolicy
 from ..data.plan import class_balanced_mask
+from ..data.remote import UrlPolicy
 from ..data.shards import load_index
 from ..data.stream import CorpusStream, ShardList, shard_list
 from ..errors import EmonetError

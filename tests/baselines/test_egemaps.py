@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from emonet_testkit import shared_corpus
 
 from emonet_dist.baselines import svm
 from emonet_dist.baselines.egemaps import EgemapsConfig, load_corpus, run_egemaps_baseline
@@ -17,6 +16,7 @@ from emonet_dist.cli import main
 from emonet_dist.config import Config, CorpusConfig, PrepareConfig
 from emonet_dist.corpora.manifest import read_manifest
 from emonet_dist.errors import EmonetError
+from emonet_testkit import shared_corpus
 
 CLASSES = ["angry", "happy", "neutral", "sad"]  # the tiny corpus (tests/conftest.py), sorted
 

@@ -55,7 +55,8 @@ def test_autoscaler_config_validates_against_rays_schema():
     assert cfg["docker"]["image"].startswith(f"rayproject/ray:{RAY_VERSION}-py311")
     setup = " ".join(cfg["setup_commands"])
     assert f'"{PIN}"' in setup and f"ray.__version__ == '{RAY_VERSION}'" in setup
-    assert all("RAY_AUTH_MODE=token" in " ".join(cfg[k]) for k in ("head_start_ray_commands", "worker_start_ray_commands"))
+    assert all("RAY_AUTH_MODE=token" in " ".join(cfg[k])
+               for k in ("head_start_ray_commands", "worker_start_ray_commands"))
 
 
 def _images(obj) -> list[str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from emonet_testkit import LOOPBACK, free_port, listening_sockets, run_cli, tiny_train_dict, uar_from_predictions
 
 # the first test also pays for the module's cluster (start.sh up to 420 s), and a job may follow for 900 s
@@ -178,7 +179,8 @@ def test_a_submitted_job_succeeds_and_its_run_is_on_the_mlflow_server(cluster, c
 def test_a_failing_job_exits_nonzero_with_its_status_and_its_logs_show_the_error(cluster, cli_synth_shards, tmp_path):
     spec = write_spec(tmp_path / "bad.job.yaml", cluster, cli_synth_shards, tmp_path / "runs", "bad")
     t0 = time.monotonic()
-    res = emonet(cluster, "submit", str(spec), "--follow", "--no-pip", "--timeout", "600", "data.corpora=[{name: nope}]")
+    res = emonet(cluster, "submit", str(spec), "--follow", "--no-pip", "--timeout", "600",
+                 "data.corpora=[{name: nope}]")
     TIMINGS["failing job"] = time.monotonic() - t0
     job_id = re.search(r"submitted job (\S+)", res.stdout).group(1)
     assert res.returncode == 1

@@ -106,10 +106,10 @@ def test_a_missing_corpus_behind_a_url_is_a_clear_error(tiny_shards, serve):
 
 @pytest.mark.slow
 def test_training_from_http_matches_training_from_the_directory(cli_synth_shards, serve, tmp_path, ray_local):
-    from emonet_testkit import tiny_train_config
     from safetensors.torch import load_file
 
     from emonet_dist.train.launch import run_training
+    from emonet_testkit import tiny_train_config
 
     url, requests = serve(cli_synth_shards)
     results = {}

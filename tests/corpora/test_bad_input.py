@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 
-from emonet_testkit import write_tone
-
 from emonet_dist.config import PrepareConfig
 from emonet_dist.corpora.prepare import prepare_corpus
+from emonet_testkit import write_tone
 
 
 def test_every_bad_input_case_is_reported(tmp_path):

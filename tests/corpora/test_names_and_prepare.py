@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from emonet_testkit import write_tone
 
 from emonet_dist.cli import main as cli_main
 from emonet_dist.config import CorpusConfig, PrepareConfig, load_config
 from emonet_dist.corpora.prepare import prepare_corpus
 from emonet_dist.errors import EmonetError
+from emonet_testkit import write_tone
 
 NOBODY = 65534
 SMALL = PrepareConfig(jobs=1, dev_fraction=0.25, test_fraction=0.25)

@@ -6,11 +6,11 @@ import csv
 from pathlib import Path
 
 import pytest
-from emonet_testkit import shared_corpus
 
 from emonet_dist.config import PrepareConfig
 from emonet_dist.corpora.manifest import read_manifest
 from emonet_dist.corpora.prepare import prepare_corpus
+from emonet_testkit import shared_corpus
 
 pytestmark = pytest.mark.realdata
 

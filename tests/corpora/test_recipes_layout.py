@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from emonet_testkit import write_tone
-
 from emonet_dist.config import PrepareConfig
 from emonet_dist.corpora.labels import harmonise
 from emonet_dist.corpora.manifest import read_manifest
 from emonet_dist.corpora.prepare import prepare_corpus
 from emonet_dist.errors import SpeakerLeakageError
+from emonet_testkit import write_tone
 
 CFG = PrepareConfig(jobs=1)
 STANDARD = {"angry", "happy", "sad", "fear", "disgust", "surprise", "neutral", "calm", "boredom", "excited",

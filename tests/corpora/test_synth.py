@@ -16,8 +16,15 @@ import soundfile as sf
 
 from emonet_dist.corpora.manifest import Found, Skipped, read_manifest
 from emonet_dist.corpora.recipes import get_recipe
-from emonet_dist.corpora.synth import (CORPORA, EMOTIONS, TARGET, build_synthetic, make_speakers,
-                                       recording_session, synth_utterance)
+from emonet_dist.corpora.synth import (
+    CORPORA,
+    EMOTIONS,
+    TARGET,
+    build_synthetic,
+    make_speakers,
+    recording_session,
+    synth_utterance,
+)
 
 VOCABULARY = {"angry", "happy", "sad", "neutral", "fear", "disgust", "surprise", "calm", "boredom", "excited"}
 

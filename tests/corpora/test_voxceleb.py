@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 import pytest
-from emonet_testkit import uar_from_predictions, write_tone
 
 from emonet_dist.config import PrepareConfig, ShardConfig
 from emonet_dist.corpora.manifest import read_manifest
 from emonet_dist.corpora.prepare import prepare_corpus
 from emonet_dist.data.shards import shard_corpus
 from emonet_dist.errors import CorpusError
+from emonet_testkit import uar_from_predictions, write_tone
 
 SPEAKERS = ("id10001", "id10002", "id10003", "id10004", "id10005", "id10006")
 CFG = PrepareConfig(jobs=1)

@@ -6,9 +6,9 @@ import os
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from emonet_testkit import free_port
 
 from emonet_dist.data.schedule import RoundRobinSchedule
+from emonet_testkit import free_port
 
 CORPORA = ["big", "small", "mid", "tiny", "target"]
 

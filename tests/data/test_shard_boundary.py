@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 import pytest
-from emonet_testkit import tar_bytes, tar_members
 
 from emonet_dist.cli import main
 from emonet_dist.data.loader import eval_batches
 from emonet_dist.data.shards import load_index, verify
 from emonet_dist.data.stream import CorpusStream, shard_list
 from emonet_dist.errors import ShardError
+from emonet_testkit import tar_bytes, tar_members
 
 SHARD = "test/shard-000000.tar"
 

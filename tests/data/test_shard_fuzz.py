@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from emonet_testkit import tar_bytes
 
 from emonet_dist.data.loader import eval_batches
 from emonet_dist.data.shards import load_index, verify
 from emonet_dist.data.stream import CorpusStream, ShardList
 from emonet_dist.errors import ShardError
+from emonet_testkit import tar_bytes
 
 REL = "test/shard-000000.tar"
 LIMIT_S = 10.0

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from emonet_testkit import write_tone
 
 from emonet_dist.config import ShardConfig
 from emonet_dist.corpora.manifest import Utterance, write_manifest
 from emonet_dist.data.shards import shard_corpus
 from emonet_dist.errors import EmonetError
+from emonet_testkit import write_tone
 
 ONE = ShardConfig(jobs=1, samples_per_shard=4)
 

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from emonet_testkit import write_tone
 
 from emonet_dist.cli import main
 from emonet_dist.config import PrepareConfig, ShardConfig
 from emonet_dist.corpora.manifest import read_manifest
 from emonet_dist.corpora.prepare import prepare_corpus
+from emonet_dist.data.loader import eval_batches
 from emonet_dist.data.shards import shard_corpus, shard_url, verify
 from emonet_dist.data.stream import CorpusStream, shard_list
-from emonet_dist.data.loader import eval_batches
+from emonet_testkit import write_tone
 
 
 def _members(tar_path: Path) -> dict[str, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from emonet_testkit import write_run
 
 

@@ -7,7 +7,6 @@ import json
 from html.parser import HTMLParser
 
 import pytest
-from emonet_testkit import paired
 from scipy.stats import binomtest, chi2
 from sklearn.metrics import recall_score
 
@@ -15,6 +14,7 @@ from emonet_dist.errors import EmonetError
 from emonet_dist.evaluate import metrics
 from emonet_dist.evaluate.report import CAVEAT, FILES, build_report, log_report_run
 from emonet_dist.evaluate.report_format import format_table
+from emonet_testkit import paired
 
 BIN = ("neg", "pos")
 EMO = ("ang", "hap", "neu", "sad")
@@ -169,7 +169,8 @@ def test_mismatched_ids_and_labels_refused(runs, tmp_path, make_run):
     base, _, _, cases, cl = runs
     ids, labels, _, cp = cases["same"]
     short = make_run("short", {"same": (ids[:-1], labels[:-1], cp[:-1], EMO)})
-    with pytest.raises(EmonetError, match=r"corpus same: .*different utterances \(57 ids matched, 1 only in the baseline"):
+    with pytest.raises(EmonetError,
+                       match=r"corpus same: .*different utterances \(57 ids matched, 1 only in the baseline"):
         build_report(base, [short], tmp_path / "a")
     relabelled = ["sad" if x == "ang" else x for x in labels]
     other = make_run("relabelled", {"same": (ids, relabelled, cp, EMO)})

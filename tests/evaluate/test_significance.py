@@ -63,12 +63,13 @@ def test_marks():
     assert mcnemar_from_counts(0, 30).mark(1e-12) == ""  # p ~ 1.2e-7 is not below this alpha
 
 
-@pytest.mark.parametrize("n,agree", [(8, 0.5), (20, 0.2), (30, 0.7), (60, 0.8), (80, 0.3), (200, 0.85), (400, 0.5), (2000, 0.9)])
+@pytest.mark.parametrize("n,agree", [(8, 0.5), (20, 0.2), (30, 0.7), (60, 0.8), (80, 0.3), (200, 0.85), (400, 0.5),
+                                     (2000, 0.9)])
 def test_random_pairs_agree_with_scipy(n, agree):
     """Seeded random prediction pairs: b and c counted directly, and the p-value recomputed with scipy."""
     rng = np.random.default_rng(n)
     seen = set()
-    for trial in range(20):
+    for _ in range(20):
         base = rng.random(n) < rng.uniform(0.3, 0.9)
         # the candidate copies the baseline with probability `agree`, else is right at its own rate
         cand = np.where(rng.random(n) < agree, base, rng.random(n) < rng.uniform(0.3, 0.9))

@@ -13,7 +13,8 @@ from emonet_dist.model.build import EmoNet
 
 def tiny_config(**overrides) -> ModelConfig:
     """Stem 4, stacks (8, 16, 32): the paper's shape at 1/8 width; overrides replace top-level fields."""
-    base = ModelConfig(stem_width=4, base_width=8, pooling=PoolingConfig(units=16), head=HeadConfig(hidden=8, speaker_hidden=8))
+    base = ModelConfig(stem_width=4, base_width=8, pooling=PoolingConfig(units=16),
+                       head=HeadConfig(hidden=8, speaker_hidden=8))
     return dataclasses.replace(base, **overrides)
 
 
@@ -27,7 +28,8 @@ def randomize(model: EmoNet, seed: int = 0) -> EmoNet:
                 p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
             else:
                 is_bn_scale = name.endswith("weight")
-                p.copy_(torch.randn(p.shape, generator=g) * (0.2 if is_bn_scale else 0.5) + (1.0 if is_bn_scale else 0.0))
+                scale, shift = (0.2, 1.0) if is_bn_scale else (0.5, 0.0)
+                p.copy_(torch.randn(p.shape, generator=g) * scale + shift)
         for name, b in model.named_buffers():
             if name.endswith("running_mean"):
                 b.copy_(torch.randn(b.shape, generator=g) * 0.5)
@@ -36,7 +38,8 @@ def randomize(model: EmoNet, seed: int = 0) -> EmoNet:
     return model
 
 
-def waves_batch(lengths: list[int], extra: int = 0, seed: int = 0, pad_value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+def waves_batch(lengths: list[int], extra: int = 0, seed: int = 0,
+                pad_value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Random utterances of ``lengths`` samples, zero-padded (or ``pad_value``-padded) to max + extra.
 
     Returns ``waves (B, S)``, ``lengths (B,)`` and the unpadded utterances.

@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emonet_testkit import FP32_REORDERED, assert_close_relative
-
 from emonet_dist.model.adapters import AdaptedConv, CorpusDict, corpus_key
+from emonet_testkit import FP32_REORDERED, assert_close_relative
 
 
 def test_corpus_keys_are_valid_module_names_and_unique():

@@ -7,11 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from emonet_testkit import FP32_REORDERED, assert_close_relative, max_relative_error
-
 from emonet_dist.config import HeadConfig, PoolingConfig
 from emonet_dist.errors import EmonetError
 from emonet_dist.model.build import build_model
+from emonet_testkit import FP32_REORDERED, assert_close_relative, max_relative_error
 
 
 @pytest.mark.parametrize("kind", ["attention", "stats"])

@@ -49,7 +49,8 @@ def test_valid_frames_clamp_to_at_least_one_frame():
 def test_time_mask_intervals_respect_w_p_and_the_utterance_length(policy):
     pol = POLICIES[policy]
     n = torch.tensor([10, 40, 120, 300, 1000]).repeat(400)
-    starts, ends = time_mask_intervals(n, pol.time_param, pol.p, pol.time_masks, generator=torch.Generator().manual_seed(0))
+    starts, ends = time_mask_intervals(n, pol.time_param, pol.p, pol.time_masks,
+                                       generator=torch.Generator().manual_seed(0))
     assert starts.shape == ends.shape == (n.numel(), 2)
     cap = torch.minimum(torch.tensor(pol.time_param), (n * pol.p).floor().long())
     width = ends - starts
@@ -91,7 +92,8 @@ def test_specaugment_is_identity_in_eval_mode_and_for_policy_none():
     waves = torch.randn(2, 8000) * 0.1
     lengths = torch.tensor([8000, 6000])
     # exact: in eval mode SpecAugment is the identity, so both run the same operations
-    torch.testing.assert_close(frontend(waves, lengths)[0], LogMelFrontend(FrontendConfig())(waves, lengths)[0], rtol=0, atol=0)
+    plain = LogMelFrontend(FrontendConfig())(waves, lengths)[0]
+    torch.testing.assert_close(frontend(waves, lengths)[0], plain, rtol=0, atol=0)
 
 
 def _runs(flags: torch.Tensor) -> int:

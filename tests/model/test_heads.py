@@ -7,10 +7,9 @@ import math
 import pytest
 import torch
 
-from emonet_testkit import assert_close_relative
-
 from emonet_dist.config import HeadConfig
 from emonet_dist.model.heads import AAMHead, ClassifierHead, build_head
+from emonet_testkit import assert_close_relative
 
 
 def test_classifier_head_shapes_and_ignores_labels():

@@ -41,7 +41,8 @@ def test_adapters_mode_trains_only_its_corpus(tiny_cfg, randomized, make_waves):
         assert torch.equal(before[k], after[k]), f"{k} changed in adapters mode for B"
     # B itself did train: adapters, BN affine and BN running statistics all moved.
     assert not torch.equal(before["backbone.stem.adapters.B.weight"], after["backbone.stem.adapters.B.weight"])
-    assert not torch.equal(before["backbone.stacks.0.0.conv1.bns.B.weight"], after["backbone.stacks.0.0.conv1.bns.B.weight"])
+    key = "backbone.stacks.0.0.conv1.bns.B.weight"
+    assert not torch.equal(before[key], after[key])
     assert not torch.equal(before["backbone.final_bn.B.running_mean"], after["backbone.final_bn.B.running_mean"])
     assert not torch.equal(before["heads.B.out.weight"], after["heads.B.out.weight"])
 

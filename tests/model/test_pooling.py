@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from emonet_testkit import FP32_REORDERED, assert_close_relative
-
 from emonet_dist.model.pooling import AttentionPooling, StatsPooling, attention_weights, position_mask
+from emonet_testkit import FP32_REORDERED, assert_close_relative
 
 
 def test_position_mask_follows_the_flattening_order():

@@ -7,10 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from emonet_testkit import FP32_REORDERED, assert_close_relative, max_relative_error
-
 from emonet_dist.model.build import build_model
 from emonet_dist.model.resnet import halve_frames
+from emonet_testkit import FP32_REORDERED, assert_close_relative, max_relative_error
 
 
 def test_output_shape_and_valid_frames(tiny_cfg, make_waves):

@@ -12,8 +12,15 @@ from emonet_dist import typed
 from emonet_dist.config import ModelConfig, PoolingConfig
 from emonet_dist.errors import EmonetError
 from emonet_dist.model.build import build_model
-from emonet_dist.model.weights import (backbone_hash, export_corpus, import_corpus, load_corpus, load_model,
-                                       save_corpus, save_model)
+from emonet_dist.model.weights import (
+    backbone_hash,
+    export_corpus,
+    import_corpus,
+    load_corpus,
+    load_model,
+    save_corpus,
+    save_model,
+)
 
 
 def test_checkpoint_round_trip_then_add_a_corpus(tmp_path, tiny_cfg, randomized, make_waves):
@@ -24,7 +31,8 @@ def test_checkpoint_round_trip_then_add_a_corpus(tmp_path, tiny_cfg, randomized,
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["model.json", "model.safetensors"]
     meta = json.loads((tmp_path / "ckpt" / "model.json").read_text())
     assert typed.from_dict(ModelConfig, meta["config"]) == model.cfg
-    assert meta["corpora"][1] == {"name": "ravdess:arousal", "kind": "emotion", "num_classes": 2, "labels": ["low", "high"]}
+    assert meta["corpora"][1] == {"name": "ravdess:arousal", "kind": "emotion", "num_classes": 2,
+                                  "labels": ["low", "high"]}
     assert set(load_file(str(tmp_path / "ckpt" / "model.safetensors"))) == set(model.state_dict())
 
     loaded = load_model(tmp_path / "ckpt").eval()
@@ -90,7 +98,8 @@ def test_stem_form_and_restoring_into_a_built_model(tmp_path, tiny_cfg, randomiz
     save_weights(model, tmp_path / "ckpt" / "model")
     assert (tmp_path / "ckpt" / "model.safetensors").is_file() and (tmp_path / "ckpt" / "model.json").is_file()
     waves, lengths, _ = make_waves([5000, 3000])
-    assert torch.equal(load_weights(tmp_path / "ckpt" / "model").eval()(waves, lengths, "b"), model(waves, lengths, "b"))
+    loaded = load_weights(tmp_path / "ckpt" / "model").eval()
+    assert torch.equal(loaded(waves, lengths, "b"), model(waves, lengths, "b"))
     fresh = build_model(tiny_cfg(), {"a": 4, "b": 2}).eval()
     load_state_into(fresh, tmp_path / "ckpt" / "model")
     assert torch.equal(fresh(waves, lengths, "a"), model(waves, lengths, "a"))

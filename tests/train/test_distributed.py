@@ -18,13 +18,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from emonet_testkit import free_port, max_relative_error
 
 from emonet_dist.config import HeadConfig, ModelConfig, PoolingConfig
 from emonet_dist.model.build import build_model
 from emonet_dist.model.modes import set_mode
 from emonet_dist.train import distributed as D
 from emonet_dist.train.loop import train_step
+from emonet_testkit import free_port, max_relative_error
 
 CFG = ModelConfig(stem_width=4, base_width=8, pooling=PoolingConfig(units=8), head=HeadConfig(hidden=8, dropout=0.0))
 CLASSES = {"A": 3, "B": 2}
@@ -38,7 +38,8 @@ def _union_batches(seed: int, rounds: int) -> list[tuple[str, dict]]:
     for _ in range(rounds):
         for corpus in ("A", "B"):
             lengths = torch.randint(2400, 4800, (6,), generator=g)
-            waves = torch.randn(6, int(lengths.max()), generator=g, dtype=torch.float64).to(torch.get_default_dtype()) * 0.1
+            waves = torch.randn(6, int(lengths.max()), generator=g, dtype=torch.float64)
+            waves = waves.to(torch.get_default_dtype()) * 0.1
             for i, n in enumerate(lengths):
                 waves[i, n:] = 0
             targets = torch.randint(0, CLASSES[corpus], (6,), generator=g)

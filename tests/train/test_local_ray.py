@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import ray
+
 from emonet_testkit import LOOPBACK, kill_new_sessions, listening_sockets, ray_sessions, session_pids, tiny_train_config
 
 pytestmark = pytest.mark.slow

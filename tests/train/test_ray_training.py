@@ -16,10 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
-from emonet_testkit import (assert_equal_nonempty, final_tensors, kill_new_sessions, ray_sessions, run_scores,
-                            same_tensors, tiny_train_config)
 
 from emonet_dist.train.launch import run_training
+from emonet_testkit import (
+    assert_equal_nonempty,
+    final_tensors,
+    kill_new_sessions,
+    ray_sessions,
+    run_scores,
+    same_tensors,
+    tiny_train_config,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from emonet_testkit import kill_new_sessions, ray_sessions, tiny_train_config
-
 from emonet_dist.config import Config
 from emonet_dist.train.launch import run_training
 from emonet_dist.tuning import run_sweep
+from emonet_testkit import kill_new_sessions, ray_sessions, tiny_train_config
 
 pytestmark = pytest.mark.slow
 

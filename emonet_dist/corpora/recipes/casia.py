@@ -15,8 +15,8 @@ ignored. 4 speakers x 6 emotions; the widely shared subset has 50 texts each (id
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..manifest import Found, Skipped
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..manifest import Found, Skipped
 

@@ -10,8 +10,8 @@ speaker-leakage check still applies).
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ...errors import CorpusError
 from ..manifest import Found, Skipped

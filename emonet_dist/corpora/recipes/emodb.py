@@ -16,8 +16,8 @@ Layout: ``wav/SSTTTEV.wav`` (e.g. ``wav/03a01Fa.wav``), 10 actors x 10 texts x 7
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..manifest import Found, Skipped
 

@@ -12,8 +12,8 @@ Layout: ``<spk>/<emo>-<spk>-<sent>.wav`` — 6 actors (f1, f2, f3, m1, m2, m3) x
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..manifest import Found, Skipped
 

@@ -24,8 +24,8 @@ group is the session, and the default split is leave-one-session-out (partitions
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..manifest import Found, Skipped
 

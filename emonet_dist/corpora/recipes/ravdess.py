@@ -14,8 +14,8 @@ Layout: ``Actor_XX/MM-VC-EE-II-SS-RR-AA.wav`` (24 actors x 60 files)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..manifest import Found, Skipped
 

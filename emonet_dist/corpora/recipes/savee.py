@@ -15,8 +15,8 @@ Layout: ``AudioData/<SPK>/<code><nn>.wav`` (e.g. ``AudioData/DC/sa03.wav``), 4 s
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..manifest import Found, Skipped
 

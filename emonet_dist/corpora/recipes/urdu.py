@@ -15,8 +15,8 @@ are confounded with speakers; speaker-independent splits are possible but harder
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..manifest import Found, Skipped
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ...errors import CorpusError
 from ..manifest import Found, Skipped
