@@ -14,7 +14,7 @@ from emonet_dist.cli import main
 from emonet_dist.config import HeadConfig, ModelConfig, PoolingConfig
 from emonet_dist.errors import EmonetError
 from emonet_dist.model.build import build_model
-from emonet_testkit import write_tone
+from emonet_testkit import FP32_REORDERED, assert_close_relative, write_tone
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 
@@ -105,4 +105,6 @@ def test_long_files_average_chunk_posteriors(tmp_path):
     parts = [predict_wave(model, "toy", wave[s:s + 16000 * 10], 16000 * 10, "cpu") for s in (0, 160000)]
     tail = predict_wave(model, "toy", wave[320000:], 16000 * 10, "cpu")
     expected = (parts[0] * 10 + parts[1] * 10 + tail * 5) / 25
-    assert np.allclose(whole, expected, atol=1e-6) and abs(whole.sum() - 1) < 1e-5
+    # chunk posteriors of the same chunks in another batch: rounding only; a distribution sums to 1 within fp32
+    assert_close_relative(whole, expected, FP32_REORDERED, "chunk-averaged posteriors")
+    assert abs(whole.sum() - 1) < 1e-5

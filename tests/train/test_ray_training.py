@@ -200,6 +200,7 @@ def test_mlflow_holds_the_run_and_a_bundle_reproduces_its_test_uar(reference, sy
         rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == got["ids"]
     for r, p in zip(rows, got["probs"]):
+        # probabilities (magnitude <= 1) from the same model and batches in a fresh process, through the CSV's digits
         assert max(abs(float(r[f"prob_{c}"]) - q) for c, q in zip(bundle["classes"], p)) < 1e-6
 
 
@@ -232,4 +233,4 @@ def test_bundle_export_register_predict_reproduces_logged_probabilities(referenc
     for uid, row in zip(list(logged)[:12], got):
         assert row["label"] == logged[uid]["prediction"]
         for c, p in row["probs"].items():  # same model, batch of one instead of a padded batch
-            assert abs(p - float(logged[uid][f"prob_{c}"])) < 1e-5
+            assert abs(p - float(logged[uid][f"prob_{c}"])) < 1e-5  # probabilities: FP32_REORDERED of 1
