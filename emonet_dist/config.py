@@ -406,6 +406,7 @@ class Config:
 
     def __post_init__(self) -> None:
         check_limits(self)
+        check_name(self.name, "name")  # it names run directories: an identifier, never a path
 
     @classmethod
     def from_dict(cls, data: dict) -> Config:

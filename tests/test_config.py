@@ -244,3 +244,10 @@ def test_short_quote_in_a_config_file_through_the_cli(tmp_path):
                           str(tmp_path / "long.yaml")], capture_output=True, text=True, timeout=60,
                          env={**os.environ})
     assert res.returncode == 2 and len(res.stderr) < 300 and "model.specaugment" in res.stderr, res.stderr[:400]
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden", "x" * 101])
+def test_the_run_name_prefix_is_an_identifier(name):
+    """``name`` becomes part of every run directory's name: a path in it could write outside output_dir."""
+    with pytest.raises(ConfigError, match="is not a valid name"):
+        Config().override(f"name={name}")
