@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from . import typed
 from .errors import ConfigError, short
@@ -425,7 +425,15 @@ class Config:
         return typed.flatten(self.to_dict())
 
     def override(self, *overrides: str) -> Config:
+        """A copy with a user's ``section.key=value`` texts applied (CLI arguments, spec overrides)."""
         return typed.apply_overrides(Config, self.to_dict(), list(overrides))
+
+    def replace(self, values: dict[str, Any] | None = None, **top: Any) -> Config:
+        """A copy with typed values set: ``cfg.replace({"train.steps_per_stage": 12}, output_dir=str(path))``.
+
+        What internal code uses to derive a config (string overrides are for users); the copy is checked like any
+        config."""
+        return typed.replace_values(Config, self.to_dict(), {**(values or {}), **top})
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -301,6 +301,21 @@ def apply_overrides(cls: type[T], data: dict, overrides: list[str] | tuple[str, 
     return from_dict(cls, data)
 
 
+def replace_values(cls: type[T], data: dict, values: dict[str, Any]) -> T:
+    """Set dotted keys to typed Python values (``{"train.steps_per_stage": 12}``) and build ``cls`` strictly.
+
+    The typed counterpart of :func:`apply_overrides` for code that derives a config: values are not parsed from
+    text, but they pass the same checks (unknown keys, types, limits) as a user's config."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for key, value in values.items():
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"replace: key {short(key)} must look like section.key")
+        set_dotted(data, key, to_dict(value))
+    return from_dict(cls, data)
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}, "l": [x, y]}`` -> ``{"a.b": 1, "l.0": x, "l.1": y}`` (for MLflow params)."""
     out: dict[str, Any] = {}

@@ -251,3 +251,19 @@ def test_the_run_name_prefix_is_an_identifier(name):
     """``name`` becomes part of every run directory's name: a path in it could write outside output_dir."""
     with pytest.raises(ConfigError, match="is not a valid name"):
         Config().override(f"name={name}")
+
+
+def test_typed_replace_sets_python_values_and_checks_them_like_a_config():
+    base = Config()
+    cfg = base.replace({"train.steps_per_stage": 12, "data.corpora": [{"name": "a"}, {"name": "b"}]}, seed=3)
+    assert cfg.train.steps_per_stage == 12 and cfg.seed == 3 and [c.name for c in cfg.data.corpora] == ["a", "b"]
+    assert base.train.steps_per_stage != 12 or base.seed != 3  # a copy; the original is unchanged
+    # a value is a value, not YAML text: the string "0.1" for a float field is refused, not parsed
+    with pytest.raises(ConfigError, match="optim.lr"):
+        base.replace({"optim.lr": "0.1"})
+    with pytest.raises(ConfigError, match="nosuch"):
+        base.replace({"train.nosuch": 1})
+    with pytest.raises(ConfigError, match="name"):
+        base.replace(name="../x")  # the same checks as a user's config
+    # dataclass values (a section taken from another config) are accepted as their dicts
+    assert base.replace(model=cfg.model).model == cfg.model
