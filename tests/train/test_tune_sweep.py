@@ -24,7 +24,7 @@ from emonet_testkit import kill_new_sessions, ray_sessions, tiny_train_config
 
 pytestmark = pytest.mark.slow
 
-# The good learning rate first: run one at a time, the later (bad) trials reach ASHA's first rung (step 8) behind
+# The good learning rate first: run one at a time, the later (bad) trials reach ASHA's first rung (step 4) behind
 # its recorded result and are stopped there; the first trial has nothing to be compared with and runs to the end.
 LRS = [0.1, 1e-5, 2e-5]
 SPACE = {"optim.lr": f"grid({LRS})", "model.pooling.lam": "uniform(0.0, 1.0)"}
@@ -32,9 +32,9 @@ SPACE = {"optim.lr": f"grid({LRS})", "model.pooling.lam": "uniform(0.0, 1.0)"}
 
 def sweep_cfg(shards: Path, out: Path) -> Config:
     return tiny_train_config(
-        shards, out, "name=sweep", "seed=1", "optim.stages=1", "train.steps_per_stage=24", "train.eval_every=4",
-        "train.checkpoint_every=8", "train.log_every=4", "ray.cpus_per_worker=0.45", "tune.num_samples=1",
-        "tune.max_concurrent=1", "tune.grace_period=8", "tune.reduction_factor=3", "tracking.experiment=sweeps")
+        shards, out, "name=sweep", "seed=1", "optim.stages=1", "train.steps_per_stage=12", "train.eval_every=4",
+        "train.checkpoint_every=4", "train.log_every=4", "ray.cpus_per_worker=0.45", "tune.num_samples=1",
+        "tune.max_concurrent=1", "tune.grace_period=4", "tune.reduction_factor=3", "tracking.experiment=sweeps")
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,9 @@ def test_sweep_finishes_with_an_early_stop_and_two_workers_per_trial(sweep):
     assert len(rows) == len(LRS) and all(r["status"] == "TERMINATED" for r in rows)
     by_lr = {float(r["optim.lr"]): r for r in rows}
     assert sorted(by_lr) == sorted(LRS)
-    assert not by_lr[0.1]["stopped_early"] and by_lr[0.1]["steps"] == 24, rows  # ran to the end
+    assert not by_lr[0.1]["stopped_early"] and by_lr[0.1]["steps"] == 12, rows  # ran to the end
     for lr in LRS[1:]:  # behind the first trial's result at the rung: stopped there
-        assert by_lr[lr]["stopped_early"] and by_lr[lr]["steps"] < 24, rows
+        assert by_lr[lr]["stopped_early"] and by_lr[lr]["steps"] < 12, rows
     for r in rows:  # each trial's training run had ranks 0 and 1
         run_dir = next(out.glob(f"*{r['trial']}"))
         assert {p.name for p in (run_dir / "workers").iterdir()} == {"rank0.pid", "rank1.pid"}
@@ -72,9 +72,13 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(sweep):
     assert len(children) == len(LRS)
     lrs = sorted(float(c.data.params["optim.lr"]) for c in children)
     assert lrs == sorted(LRS)
+    evaluations = {}
     for c in children:
         assert c.data.tags["sweep"] == summary["name"] and "dev_uar_mean" in c.data.metrics
-        assert len(client.get_metric_history(c.info.run_id, "dev_uar_mean")) >= 2
+        evaluations[float(c.data.params["optim.lr"])] = len(client.get_metric_history(c.info.run_id, "dev_uar_mean"))
+    # the whole history, not only the last value: every evaluation (steps 4, 8, 12) of the trial that ran to the end,
+    # and the one at the rung where ASHA stopped the others
+    assert evaluations == {0.1: 3, **{lr: 1 for lr in LRS[1:]}}, evaluations
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"results.csv", "best_config.yaml"}
 
 
@@ -89,7 +93,7 @@ def test_best_config_reproduces_the_best_trial(sweep):
 @pytest.mark.timeout(1800)  # up to 600 s for a first trial to finish, then up to 900 s to resume
 def test_killed_sweep_resumes_without_rerunning_finished_trials(synth_shards, tmp_path):
     # two short trials, one at a time: the kill lands after the first has finished and before the second has
-    cfg = sweep_cfg(synth_shards, tmp_path).override("tune.scheduler=none", "train.steps_per_stage=12")
+    cfg = sweep_cfg(synth_shards, tmp_path).override("tune.scheduler=none", "train.steps_per_stage=6")
     (tmp_path / "cfg.yaml").write_text(cfg.to_yaml())
     space = {"optim.lr": "grid([0.1, 0.05])", "model.pooling.lam": "uniform(0.0, 1.0)"}
     (tmp_path / "space.yaml").write_text("\n".join(f"{k}: {v}" for k, v in space.items()) + "\n")
