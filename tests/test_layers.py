@@ -17,7 +17,7 @@ from emonet_testkit import ROOT
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["emonet_dist", "emonet_dist.errors", "emonet_dist.typed", "emonet_dist.names",
                     "emonet_dist.limits", "emonet_dist.config", "emonet_dist.progress", "emonet_dist.pool",
-                    "emonet_dist.audio",
+                    "emonet_dist.log", "emonet_dist.audio",
                     # numpy-only scores: what the training loop reports and what evaluation files hold
                     "emonet_dist.evaluate.metrics"]),
     ("corpora", ["emonet_dist.corpora"]),

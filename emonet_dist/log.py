@@ -1,0 +1,117 @@
+"""Logging: library code logs through ``logging.getLogger(__name__)``; only the CLI decides what reaches the console.
+
+- :func:`setup_console` (called once by the CLI): progress and result lines as plain text on stdout, warnings and
+  errors on stderr; ``--quiet`` keeps warnings only, ``--verbose`` adds debug lines with time and logger name.
+- Ray workers run in other processes: the driver passes the level on in ``EMONET_LOG_LEVEL`` (see
+  :func:`worker_env`), and :func:`setup_worker` installs one handler on the worker's own stdout, which Ray
+  forwards to the driver once (Ray Train patches ``print`` in workers, which used to print every line twice).
+- :func:`run_log` copies a run's lines into a file in the run directory for the run's duration; the file becomes
+  an MLflow artifact with the run's other outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = "emonet_dist"
+LEVEL_ENV = "EMONET_LOG_LEVEL"
+_CONSOLE = "_emonet_console"  # marks the handlers this module installed, so setting up twice replaces them
+FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)
+
+
+class _MaxLevel(logging.Filter):
+    def __init__(self, below: int):
+        super().__init__()
+        self.below = below
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.below
+
+
+class _PlainWarnings(logging.Formatter):
+    """Warnings and errors on the console start with ``warning:`` / ``error:``, as the CLI's own messages do."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
+def level_for(verbosity: int) -> int:
+    """-1 (``--quiet``): warnings only; 0: progress lines; 1 (``--verbose``): debug lines too."""
+    return logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+
+
+def setup_console(verbosity: int = 0, stdout=None, stderr=None) -> int:
+    """Route the package's log records to the console (the CLI calls this once); returns the level set.
+
+    Info and debug lines go to stdout as they are (they are the progress lines users read and scripts grep);
+    warnings and errors go to stderr with a prefix. The level is also exported in ``EMONET_LOG_LEVEL`` for the
+    processes the CLI starts (Ray workers, job drivers)."""
+    level = level_for(verbosity)
+    root = logging.getLogger(ROOT)
+    for h in [h for h in root.handlers if getattr(h, _CONSOLE, False)]:
+        root.removeHandler(h)
+    fmt = "%(asctime)s %(name)s: %(message)s" if verbosity > 0 else "%(message)s"
+    out = logging.StreamHandler(stdout or sys.stdout)
+    out.setFormatter(logging.Formatter(fmt, "%H:%M:%S"))
+    out.addFilter(_MaxLevel(logging.WARNING))
+    err = logging.StreamHandler(stderr or sys.stderr)
+    err.setLevel(logging.WARNING)
+    err.setFormatter(_PlainWarnings("%(message)s"))
+    for h in (out, err):
+        setattr(h, _CONSOLE, True)
+        root.addHandler(h)
+    root.setLevel(level)
+    root.propagate = False  # Ray and MLflow configure the root logger; our lines are printed once, here
+    os.environ[LEVEL_ENV] = logging.getLevelName(level)
+    return level
+
+
+def worker_env() -> dict[str, str]:
+    """Environment that carries the console level to Ray workers (merge into the runtime env's ``env_vars``)."""
+    return {LEVEL_ENV: os.environ[LEVEL_ENV]} if os.environ.get(LEVEL_ENV) else {}
+
+
+def setup_worker() -> None:
+    """In a Ray worker: the package's records to this process's own stdout (Ray forwards it to the driver),
+    at the level the driver's CLI chose (``EMONET_LOG_LEVEL``; info when unset)."""
+    name = os.environ.get(LEVEL_ENV, "INFO")
+    level = logging.getLevelName(name) if isinstance(logging.getLevelName(name), int) else logging.INFO
+    root = logging.getLogger(ROOT)
+    for h in [h for h in root.handlers if getattr(h, _CONSOLE, False)]:
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.__stdout__ or sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    setattr(handler, _CONSOLE, True)
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+@contextlib.contextmanager
+def run_log(path: str | Path) -> Iterator[Path]:
+    """Copy the package's log lines into ``path`` while the block runs (info and up, debug with ``--verbose``;
+    info when nothing set a level, as when the package is used as a library)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FILE_FORMAT))
+    root = logging.getLogger(ROOT)
+    old = root.level
+    if old == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(old)
