@@ -18,8 +18,9 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["emonet_dist", "emonet_dist.errors", "emonet_dist.typed", "emonet_dist.names",
                     "emonet_dist.limits", "emonet_dist.config", "emonet_dist.progress", "emonet_dist.pool",
                     "emonet_dist.audio",
-                    # numpy-only scores: what the training loop reports and what evaluation files hold
-                    "emonet_dist.evaluate.metrics"]),
+                    # numpy-only scores: what the training loop reports, the baselines score and evaluation files
+                    # hold; below all three, so that none of them depends on another for it
+                    "emonet_dist.metrics"]),
     ("corpora", ["emonet_dist.corpora"]),
     ("data", ["emonet_dist.data"]),
     ("model", ["emonet_dist.model"]),

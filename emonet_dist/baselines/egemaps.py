@@ -35,7 +35,7 @@ from .. import tracking, typed
 from ..config import Config, CorpusConfig
 from ..corpora.manifest import Utterance, read_manifest
 from ..errors import EmonetError
-from ..evaluate.metrics import scores
+from ..metrics import scores
 from ..train.launch import RunResult, _write_run_json, absolute_paths, new_run_name, write_partitions
 from . import features, svm
 
