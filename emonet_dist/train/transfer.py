@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import EmonetError
+from ..model.pretrained import resolve_init
 from .launch import find_run
-from .outputs import resolve_init
 
 MODES = ("adapters", "head", "finetune", "scratch", "zero-shared")
 
