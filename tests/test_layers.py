@@ -24,9 +24,13 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("corpora", ["emonet_dist.corpora"]),
     ("data", ["emonet_dist.data"]),
     ("model", ["emonet_dist.model"]),
-    ("tracking", ["emonet_dist.tracking"]),  # the MLflow client: config in, runs and artifacts out
+    ("tracking", ["emonet_dist.tracking"]),  # the MLflow client: URIs, experiments, metric keys, journal logging
     ("bundles", ["emonet_dist.bundles"]),
+    # one run's directory, run.json, MLflow run, inputs and prediction files: what every kind of run above uses,
+    # knowing nothing of how a run trains or scores
+    ("runs", ["emonet_dist.runs"]),
     ("train", ["emonet_dist.train"]),
+    # scores finished runs: reads training's streams and predicts with training's predict; train never imports it
     ("evaluate", ["emonet_dist.evaluate", "emonet_dist.predict"]),
     ("baselines", ["emonet_dist.baselines"]),
     ("tuning", ["emonet_dist.tuning"]),

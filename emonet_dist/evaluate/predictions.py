@@ -1,6 +1,6 @@
 """Reading a run's per-utterance predictions: from its run directory or from its MLflow artifacts.
 
-A prediction CSV (``emonet_dist.train.outputs.write_predictions``) has the columns
+A prediction CSV (``emonet_dist.runs.predictions.write_predictions``) has the columns
 ``id, corpus, label, prediction, prob_<class>...``: one row per test utterance, labels as class names, and the
 ``prob_`` columns in the model's class order (which is where the class list comes from).
 

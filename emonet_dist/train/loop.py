@@ -29,6 +29,7 @@ from ..data.schedule import RoundRobinSchedule
 from ..model.modes import set_mode
 from ..model.pretrained import build_model_for_run
 from ..model.weights import save_model
+from ..runs.predictions import write_predictions
 from ..tracking import RunLogger, metric_key
 from .checkpoint import read_state, restore_model, restore_optimizer, save_checkpoint
 from .distributed import (
@@ -43,7 +44,7 @@ from .distributed import (
 )
 from .evaluation import predict, score
 from .lr import StageSchedule, make_schedule
-from .outputs import write_final_outputs, write_predictions
+from .outputs import write_final_outputs
 from .streams import corpus_data, eval_stream, train_loader
 
 

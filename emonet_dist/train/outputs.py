@@ -1,5 +1,5 @@
-"""What a training run leaves behind: prediction CSVs, the shared backbone and one adapter bundle per corpus (all
-logged to MLflow by rank 0); the model it starts from is built by ``model.pretrained``.
+"""What a training run leaves behind: the shared backbone, one adapter bundle per corpus and the final model (all
+logged to MLflow by rank 0, with the prediction CSVs that ``runs.predictions`` writes).
 
 Run directory layout (and MLflow artifact paths)::
 
@@ -12,27 +12,11 @@ Run directory layout (and MLflow artifact paths)::
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 
 from ..model.build import EmoNet
 from ..model.weights import save_model
 from ..tracking import RunLogger, metric_key
-
-
-def write_predictions(path: Path, pred: dict, corpus: str, classes: tuple[str, ...]) -> None:
-    """Per-utterance predictions as CSV: id, corpus, label, prediction, prob_<class>... (atomic write)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "corpus", "label", "prediction", *[f"prob_{c}" for c in classes]])
-        for i, uid in enumerate(pred["ids"]):
-            probs = pred["probs"][i]
-            w.writerow([uid, corpus, classes[int(pred["targets"][i])], classes[int(probs.argmax())],
-                        *[f"{p:.8g}" for p in probs]])
-    os.replace(tmp, path)
 
 
 def write_final_outputs(model: EmoNet, datas: dict, run_dir: Path, log: RunLogger) -> None:
