@@ -159,7 +159,7 @@ def _write_one(task: dict) -> dict:
         writer.close()
         f.flush()
         os.fsync(f.fileno())
-    record = {"path": task["rel"], "samples": n, "bytes": tmp.stat().st_size, "sha256": _sha256(tmp),
+    record = {"path": task["rel"], "samples": n, "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp),
               "per_class": dict(per_class), "duration_s": round(float(sum(durations)), 3), "failed": failed,
               "labels": labels}
     _atomic_json(Path(task["record"]), record)
@@ -167,7 +167,8 @@ def _write_one(task: dict) -> dict:
     return record
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
