@@ -76,6 +76,11 @@ def parse_space(space: dict, base: Config) -> dict[str, tuple[str, list]]:
     return out
 
 
+def plain(value: Any) -> Any:
+    """A sampled value as the plain Python type the typed config checks (Tune may sample numpy scalars)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
+
+
 def tune_space(parsed: dict[str, tuple[str, list]]) -> dict[str, Any]:
     from ray import tune
 
@@ -114,7 +119,7 @@ def run_trial(config: dict, base: dict, sweep: str, parent_run_id: str | None) -
 
     params = config["params"]
     trial = tune.get_context().get_trial_id()
-    cfg = Config.from_dict(base).replace(params)
+    cfg = Config.from_dict(base).replace({k: plain(v) for k, v in params.items()})
     done = run_dir_of(absolute_paths(cfg).output_dir, f"{sweep}-{trial}")
     info = read_run_json(done) if (done / RUN_JSON).is_file() else {}
     if info.get("status") == "FINISHED":
@@ -221,7 +226,7 @@ def summarize(grid, cfg: Config, sweep_dir: Path, info: dict, wall: float) -> di
         w.writerows(rows)
     summary = {**info, "sweep_dir": str(sweep_dir), "wall_seconds": round(wall, 1), "trials": rows, "best": best}
     if best:
-        best_cfg = Config.from_dict(info["config"]).replace({k: best[k] for k in info["space"]},
+        best_cfg = Config.from_dict(info["config"]).replace({k: plain(best[k]) for k in info["space"]},
                                                             name=f"{info['name']}-best")
         (sweep_dir / "best_config.yaml").write_text(best_cfg.to_yaml())
     _plot(rows, info["space"], sweep_dir / "objective.png", metric)
