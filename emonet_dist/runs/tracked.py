@@ -33,10 +33,9 @@ PARENT_ENV = "EMONET_PARENT_RUN_ID"
 SOURCE_TYPE = "LOCAL"  # MLflow's SourceType for code run from a local checkout or install
 
 
-def source_tags(kind: str) -> dict[str, str]:
-    """MLflow's source tags: what ran (``emonet <kind>``) and at which git commit (omitted when unknown)."""
+def source_tags(kind: str, sha: str) -> dict[str, str]:
+    """MLflow's source tags: what ran (``emonet <kind>``) and at which git commit ``sha`` (omitted when unknown)."""
     tags = {"mlflow.source.name": f"emonet {kind}", "mlflow.source.type": SOURCE_TYPE}
-    sha = tracking.git_sha()
     if sha != "unknown":
         tags["mlflow.source.git.commit"] = sha
     return tags
@@ -53,7 +52,8 @@ def create_mlflow_run(uri: str, experiment: str, name: str, kind: str, tags: dic
     ``parent_run_id`` or :data:`PARENT_ENV`), in ``experiment`` (created, tagged as model training, if needed)."""
     exp_id = tracking.ensure_experiment(uri, experiment, artifact_location)
     parent = parent_run_id or parent_from_env()
-    all_tags = {"mlflow.runName": name, "emonet.kind": kind, **source_tags(kind), "git_sha": tracking.git_sha(),
+    sha = tracking.git_sha()
+    all_tags = {"mlflow.runName": name, "emonet.kind": kind, **source_tags(kind, sha), "git_sha": sha,
                 **{f"version.{k}": v for k, v in tracking.package_versions().items()}, **(tags or {})}
     if parent:
         all_tags["mlflow.parentRunId"] = parent
