@@ -142,3 +142,28 @@ def test_tracking_off_writes_the_run_without_mlflow(cfg):
     assert run.finish(True) is None
     assert json.loads((run.dir / "run.json").read_text())["status"] == "FINISHED"
     assert not (run.dir.parent / "mlflow.db").exists()
+
+
+def test_track_sync_replays_a_run_after_an_outage(cfg, capsys):
+    """A run whose MLflow logging failed (metrics only in its journal) is replayed by `emonet track sync`: the
+    metrics reach the MLflow run, its status becomes the run's, and tracking_error.txt goes."""
+    from emonet_dist.cli import main
+
+    run = Run.create(cfg, "outage")
+    journal_only = tracking.RunLogger(None, None, run.dir / tracking.JOURNAL)  # what rank 0 kept while MLflow was down
+    for step, value in enumerate((0.25, 0.5, 0.75)):
+        journal_only.log_metrics({"dev_uar_mean": value}, step)
+    assert run.finish(True, tracking_error="MLflow at x failed while logging metrics: down", metrics={})
+    c = _client(run)
+    assert c.get_run(run.mlflow_run_id).info.status == "FAILED" and not c.get_metric_history(run.mlflow_run_id,
+                                                                                             "dev_uar_mean")
+    assert main(["track", "sync", "outage", "--output-dir", cfg.output_dir]) == 0
+    assert "replayed 3 metric entries" in capsys.readouterr().out
+    history = sorted(c.get_metric_history(run.mlflow_run_id, "dev_uar_mean"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in history] == [(0, 0.25), (1, 0.5), (2, 0.75)]
+    assert c.get_run(run.mlflow_run_id).info.status == "FINISHED" and run.tracking_error() is None
+
+    offline = Run.create(cfg.replace({"tracking.enabled": False}), "offline-sync")
+    offline.finish(True)
+    assert main(["track", "sync", str(offline.dir)]) == 2
+    assert "no MLflow run to sync into" in capsys.readouterr().err
