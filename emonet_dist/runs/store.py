@@ -80,13 +80,21 @@ def read_run_json(run_dir: Path) -> dict:
     return info
 
 
+def local_run(ref: str | Path, output_dir: str | Path = "runs") -> Path | None:
+    """The run directory ``ref`` names as a path or as a run name under ``output_dir``, or None."""
+    for cand in (Path(ref), Path(output_dir) / ref):
+        if (cand / RUN_JSON).is_file():
+            return cand.resolve()
+    return None
+
+
 def find_run(ref: str | Path, output_dir: str | Path = "runs") -> Path:
     """A run directory from its path, its name under ``output_dir``, or its MLflow run id (a run under
     ``output_dir`` whose ``run.json`` names that id)."""
     ref = str(ref)
-    for cand in (Path(ref), Path(output_dir) / ref):
-        if (cand / RUN_JSON).is_file():
-            return cand.resolve()
+    found = local_run(ref, output_dir)
+    if found is not None:
+        return found
     if _MLFLOW_RUN_ID.fullmatch(ref):
         for path in sorted(Path(output_dir).glob(f"*/{RUN_JSON}")):
             try:
