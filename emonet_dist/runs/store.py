@@ -59,7 +59,12 @@ def write_config(run_dir: Path, cfg: Config) -> None:
 
 
 def read_config(run_dir: Path) -> Config:
-    return Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+    """The config a run used (``config.json``), checked like any config."""
+    try:
+        data = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise EmonetError(f"cannot read the config of run {run_dir}: {short(exc, 200)}") from None
+    return Config.from_dict(data)
 
 
 def write_run_json(run_dir: Path, info: dict) -> None:
