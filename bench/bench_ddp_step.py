@@ -31,9 +31,9 @@ from bench_ray_train import CORPORA, make_cfg, synth_shards
 
 from emonet_dist.config import Config
 from emonet_dist.model.modes import set_mode
+from emonet_dist.model.pretrained import build_model_for_run
 from emonet_dist.train import distributed as D
 from emonet_dist.train.loop import step_seed, train_step
-from emonet_dist.train.outputs import build_model_for_run
 from emonet_dist.train.streams import corpus_data, train_loader
 
 

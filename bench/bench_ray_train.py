@@ -30,9 +30,9 @@ from emonet_dist.config import Config, ShardConfig
 from emonet_dist.corpora.synth import build_synthetic
 from emonet_dist.data.shards import shard_corpus
 from emonet_dist.model.modes import set_mode
+from emonet_dist.model.pretrained import build_model_for_run
 from emonet_dist.train.launch import run_training
 from emonet_dist.train.loop import step_seed, train_step
-from emonet_dist.train.outputs import build_model_for_run
 from emonet_dist.train.streams import corpus_data, train_loader
 
 CORPORA = ("synth7", "synth5")

@@ -190,7 +190,7 @@ def cmd_baseline_egemaps(args) -> int:
 
 def cmd_bundle_export(args) -> int:
     from .bundles import export_bundle
-    from .train.launch import find_run
+    from .runs import find_run
 
     run_dir = find_run(args.run, args.output_dir)
     out = export_bundle(run_dir, args.corpus, args.out, args.checkpoint)
@@ -325,26 +325,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_track_sync(args) -> int:
-    from . import tracking
-    from .train.launch import find_run
+    from .runs import find_run, sync_run
+    from .runs.store import read_run_json
 
     run_dir = find_run(args.run, args.output_dir)
-    info = json.loads((run_dir / "run.json").read_text())
-    uri = args.tracking_uri or info.get("tracking_uri")
-    if not uri or not info.get("mlflow_run_id"):
-        raise EmonetError(f"run {run_dir.name} has no MLflow run to sync into (tracking was off)")
-    try:
-        n = tracking.replay_journal(uri, info["mlflow_run_id"], run_dir / tracking.JOURNAL)
-        for sub in ("backbone", "bundles", "predictions", "final"):
-            if (run_dir / sub).exists():
-                tracking.client(uri).log_artifacts(info["mlflow_run_id"], str(run_dir / sub), sub)
-        tracking.finish_run(uri, info["mlflow_run_id"], info.get("status") == "FINISHED")
-    except EmonetError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the store is still unreachable
-        raise EmonetError(f"MLflow at {uri} is still unreachable ({' '.join(str(exc).split())[:200]}); "
-                          "nothing was lost, try again later") from None
-    (run_dir / "tracking_error.txt").unlink(missing_ok=True)
+    info = read_run_json(run_dir)
+    n = sync_run(run_dir, info, args.tracking_uri)
     print(f"replayed {n} metric entries and the artifacts of {run_dir.name} into MLflow run {info['mlflow_run_id']}")
     return 0
 

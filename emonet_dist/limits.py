@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 
-from . import typed
 from .errors import ConfigError, short
 
 
@@ -99,5 +99,5 @@ def check_limits(obj: object) -> None:
 
 def numeric_fields(cls: type) -> list[str]:
     """The int and float fields of a config class (what :data:`LIMITS` must cover)."""
-    hints = typed._hints(cls)
+    hints = typing.get_type_hints(cls)
     return [f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float)]

@@ -1,11 +1,11 @@
-"""MLflow: experiments, runs, params, metrics and artifacts — and surviving a tracking server that goes away.
+"""The MLflow client: tracking URIs, experiments, metric keys, and logging that survives a server that goes away.
 
-The driver creates the experiment and the run (params = the flattened config, the YAML as an artifact, tags
-with the git SHA, package versions and world size). Rank 0 of the training workers then logs into that run
-through a :class:`RunLogger`, which also appends every metric to a local JSON-lines journal. If MLflow
-becomes unreachable, logging switches to journal-only, training goes on, and the error is reported at the
-end (``RunLogger.error``); ``emonet track sync RUN_DIR`` replays the journal later. Checkpoints never depend on
-MLflow.
+What a run *is* (its directory, ``run.json``, the MLflow run's start, tags, params, dataset inputs and end) is the
+run layer's (:mod:`emonet_dist.runs`); this module is the thin client it and the training workers use. Rank 0 of
+the training workers logs into the run through a :class:`RunLogger`, which also appends every metric to a local
+JSON-lines journal. If MLflow becomes unreachable, logging switches to journal-only, training goes on, and the
+error is reported at the end (``RunLogger.error``); ``emonet track sync RUN_DIR`` replays the journal later.
+Checkpoints never depend on MLflow.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .errors import EmonetError
+from .errors import EmonetError, short
 
 JOURNAL = "metrics.jsonl"
+# MLflow 3 opens an experiment in the view its kind names; without the tag the UI guesses, and an experiment
+# without traces may open in the GenAI view. These runs are model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -52,19 +56,25 @@ def client(uri: str):
 
 def ensure_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
     """Experiment id, creating the experiment if needed (do this in the driver, before parallel trials:
-    concurrent creation races on sqlite)."""
+    concurrent creation races on sqlite).
+
+    The experiment is tagged as model training (:data:`EXPERIMENT_KIND_TAG`), also when it exists without a kind;
+    a kind someone else set is left alone."""
     c = client(uri)
+    kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
     try:
         exp = c.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        return c.create_experiment(name, artifact_location=artifact_location)
+        if exp is None:
+            return c.create_experiment(name, artifact_location=artifact_location, tags=kind)
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp.experiment_id
     except Exception as exc:  # noqa: BLE001 - mlflow raises many types (RestException, OperationalError...)
-        exp = _quiet(lambda: c.get_experiment_by_name(name))
+        exp = quietly(lambda: c.get_experiment_by_name(name))
         if exp is not None:  # created concurrently by someone else
             return exp.experiment_id
-        raise EmonetError(f"cannot reach the MLflow tracking store at {uri}: {_short(exc)}; start the server or "
-                          "set tracking.uri (tracking.enabled=false runs without MLflow)") from None
+        raise EmonetError(f"cannot reach the MLflow tracking store at {uri}: {short(exc, 300)}; start the server "
+                          "or set tracking.uri (tracking.enabled=false runs without MLflow)") from None
 
 
 def git_sha() -> str:
@@ -88,28 +98,18 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def start_run(cfg: Config, run_name: str, extra_tags: dict[str, str] | None = None,
-              parent_run_id: str | None = None) -> str:
-    """Create a run with the config as params and tags; returns its id."""
-    from mlflow.entities import Param
-
-    uri = tracking_uri(cfg)
-    exp_id = ensure_experiment(uri, cfg.tracking.experiment, artifact_root(cfg))
-    tags = {"mlflow.runName": run_name, "git_sha": git_sha(), "world_size": str(cfg.ray.num_workers),
-            **{f"version.{k}": v for k, v in package_versions().items()}, **(extra_tags or {})}
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    c = client(uri)
-    run = c.create_run(exp_id, run_name=run_name, tags=tags)
-    params = [Param(k, str(v)[:6000]) for k, v in cfg.flat().items()]
-    for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-        c.log_batch(run.info.run_id, params=params[i:i + 100])
-    c.log_text(run.info.run_id, cfg.to_yaml(), "config.yaml")
-    return run.info.run_id
-
-
 def finish_run(uri: str, run_id: str, ok: bool) -> None:
     client(uri).set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    """Params in batches (MLflow takes at most 100 per call; values are cut at 6000 characters)."""
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    c = client(uri)
+    for i in range(0, len(items), 100):
+        c.log_batch(run_id, params=items[i:i + 100])
 
 
 class RunLogger:
@@ -132,7 +132,7 @@ class RunLogger:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - any failure of the tracking store
-            self.error = f"MLflow at {self.uri} failed while logging {what}: {_short(exc)}"
+            self.error = f"MLflow at {self.uri} failed while logging {what}: {short(exc, 300)}"
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -153,6 +153,9 @@ class RunLogger:
     def log_text(self, text: str, artifact_file: str) -> None:
         self._call(f"artifact {artifact_file}", lambda: self._client.log_text(self.run_id, text, artifact_file))
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._call("params", lambda: log_params(self.uri, self.run_id, params))
+
     def set_tag(self, key: str, value: Any) -> None:
         self._call(f"tag {key}", lambda: self._client.set_tag(self.run_id, key, str(value)))
 
@@ -170,12 +173,10 @@ def replay_journal(uri: str, run_id: str, journal: str | Path) -> int:
     return n
 
 
-def _quiet(fn):
+def quietly(fn):
+    """``fn()``, or None if it raises: for best-effort tracking calls whose outcome is already recorded elsewhere
+    (``run.json``, ``tracking_error.txt``)."""
     try:
         return fn()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any failure of the tracking store
         return None
-
-
-def _short(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__

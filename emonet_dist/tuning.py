@@ -22,6 +22,8 @@ from typing import Any
 from . import tracking, typed
 from .config import Config
 from .errors import ConfigError, EmonetError, short, short_name
+from .runs.store import RUN_JSON, absolute_paths, read_run_json, run_dir_of
+from .runs.tracked import start_mlflow_run
 
 SWEEP_JSON = "sweep.json"
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "quniform": 3, "qloguniform": 3, "randint": 2, "choice": 1,
@@ -74,6 +76,11 @@ def parse_space(space: dict, base: Config) -> dict[str, tuple[str, list]]:
     return out
 
 
+def plain(value: Any) -> Any:
+    """A sampled value as the plain Python type the typed config checks (Tune may sample numpy scalars)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
+
+
 def tune_space(parsed: dict[str, tuple[str, list]]) -> dict[str, Any]:
     from ray import tune
 
@@ -108,16 +115,17 @@ def run_trial(config: dict, base: dict, sweep: str, parent_run_id: str | None) -
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from .train.launch import absolute_paths, run_training
+    from .train.launch import run_training
 
     params = config["params"]
     trial = tune.get_context().get_trial_id()
-    cfg = Config.from_dict(base).override(*[f"{k}={json.dumps(v)}" for k, v in params.items()])
-    done = Path(absolute_paths(cfg).output_dir) / f"{sweep}-{trial}" / "run.json"
-    if done.is_file() and json.loads(done.read_text()).get("status") == "FINISHED":
+    cfg = Config.from_dict(base).replace({k: plain(v) for k, v in params.items()})
+    done = run_dir_of(absolute_paths(cfg).output_dir, f"{sweep}-{trial}")
+    info = read_run_json(done) if (done / RUN_JSON).is_file() else {}
+    if info.get("status") == "FINISHED":
         # the run finished but the sweep was stopped before Tune recorded it: report its result, train nothing
-        metrics = json.loads(done.read_text()).get("metrics") or {}
-        print(f"[tune] trial {trial}: run {done.parent.name} already finished; reporting its result", flush=True)
+        metrics = info.get("metrics") or {}
+        print(f"[tune] trial {trial}: run {done.name} already finished; reporting its result", flush=True)
         tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         return
     run_training(cfg, run_name=f"{sweep}-{trial}", parent_run_id=parent_run_id,
@@ -132,7 +140,7 @@ def run_sweep(cfg: Config, space: dict, resume: str | None = None) -> dict:
     """Run (or resume) a sweep; returns the summary written to ``sweep.json``."""
     from ray import tune
 
-    from .train.launch import absolute_paths, init_ray, storage_path
+    from .train.launch import init_ray, storage_path
 
     if resume:
         sweep_dir = Path(resume).resolve()
@@ -151,7 +159,8 @@ def run_sweep(cfg: Config, space: dict, resume: str | None = None) -> dict:
         sweep_dir.mkdir(parents=True, exist_ok=False)
         parent = None
         if cfg.tracking.enabled:  # experiment first: trials creating it concurrently would race on sqlite
-            parent = tracking.start_run(cfg, name, {"sweep": name, "objective": metric})
+            # the sweep's parent run (itself nested under a job's run when one is open); trials nest under it
+            parent = start_mlflow_run(cfg, name, "sweep", {"sweep": name, "objective": metric})
             client = tracking.client(tracking.tracking_uri(cfg))
             client.log_text(parent, json.dumps(space, indent=1), "space.json")
         info = {"name": name, "config": cfg.to_dict(), "space": space, "metric": metric, "parent_run_id": parent,
@@ -217,8 +226,8 @@ def summarize(grid, cfg: Config, sweep_dir: Path, info: dict, wall: float) -> di
         w.writerows(rows)
     summary = {**info, "sweep_dir": str(sweep_dir), "wall_seconds": round(wall, 1), "trials": rows, "best": best}
     if best:
-        best_cfg = Config.from_dict(info["config"]).override(
-            *[f"{k}={json.dumps(best[k])}" for k in info["space"]], f"name={info['name']}-best")
+        best_cfg = Config.from_dict(info["config"]).replace({k: plain(best[k]) for k in info["space"]},
+                                                            name=f"{info['name']}-best")
         (sweep_dir / "best_config.yaml").write_text(best_cfg.to_yaml())
     _plot(rows, info["space"], sweep_dir / "objective.png", metric)
     (sweep_dir / SWEEP_JSON).write_text(json.dumps(summary, indent=1, default=str))

@@ -193,8 +193,8 @@ def write_run(root: Path, name: str, corpora: dict, checkpoints=("best", "final"
     """A run directory ``root/name`` laid out as ``emonet train`` leaves it (``run.json`` +
     ``predictions/<checkpoint>/<c>.csv``); ``corpora`` maps corpus -> ``(ids, labels, preds, classes)`` with labels
     and predictions as class names. The CSVs go through the training code's own writer."""
+    from emonet_dist.runs.predictions import write_predictions
     from emonet_dist.tracking import metric_key
-    from emonet_dist.train.outputs import write_predictions
 
     run = root / name
     run.mkdir(parents=True)

@@ -33,10 +33,11 @@ import numpy as np
 
 from .. import tracking, typed
 from ..config import Config, CorpusConfig
-from ..corpora.manifest import Utterance, read_manifest
+from ..corpora.manifest import MANIFEST, Utterance, read_manifest
 from ..errors import EmonetError
-from ..evaluate.metrics import scores
-from ..train.launch import RunResult, _write_run_json, absolute_paths, new_run_name, write_partitions
+from ..metrics import scores
+from ..runs import Run, RunResult, absolute_paths, write_predictions
+from ..runs.inputs import manifest_partitions
 from . import features, svm
 
 NAME = "egemaps-svm"
@@ -149,101 +150,77 @@ def run_egemaps_baseline(corpus_dirs: list[str | Path], cfg: Config, bcfg: Egema
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise EmonetError(f"corpus {', '.join(dup)} is given more than once")
-    d = absolute_paths(cfg if cfg.name != Config().name else cfg.override(f"name={NAME}")).to_dict()
-    d["data"]["corpora"] = [typed.to_dict(c.spec) for c in corpora]  # config.yaml lists what the run used
-    cfg = Config.from_dict(d)
+    cfg = absolute_paths(cfg if cfg.name != Config().name else cfg.replace(name=NAME))
+    cfg = cfg.replace({"data.corpora": [typed.to_dict(c.spec) for c in corpora]})  # config.yaml lists what it used
     cache_dir = Path(bcfg.cache_dir or Path(cfg.output_dir) / "cache" / "egemaps")
 
-    # [2] the run: directory, config, MLflow run, run.json (RUNNING)
-    name = run_name or new_run_name(cfg)
-    run_dir = (Path(cfg.output_dir) / name).resolve()
-    if run_dir.exists():
-        raise EmonetError(f"run directory {run_dir} already exists; choose another run name")
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    uri = tracking.tracking_uri(cfg) if cfg.tracking.enabled else None
-    run_id = tracking.start_run(cfg, name, {"emonet.kind": "baseline", "baseline": NAME}) if uri else None
-    info = {"name": name, "dir": str(run_dir), "mlflow_run_id": run_id, "tracking_uri": uri, "kind": "baseline",
-            "baseline": NAME}
-    _write_run_json(run_dir, {**info, "status": "RUNNING"})
-    write_partitions({c.spec.name: {"fingerprint": None, "partitions": {
-        p: {"utterances": int(sum(r.partition == p for r in c.rows)),
-            "speakers": sorted({r.speaker for r in c.rows if r.partition == p})}
-        for p in sorted({r.partition for r in c.rows})}} for c in corpora}, run_dir, uri, run_id)
-    log = tracking.RunLogger(uri, run_id, run_dir / tracking.JOURNAL)
-    _log_params(log, {"baseline.name": NAME, "baseline.feature_set": features.FEATURE_SET,
-                      "baseline.sample_rate": bcfg.sample_rate, "baseline.c_grid": json.dumps(list(bcfg.c_grid)),
-                      "baseline.class_weight": bcfg.class_weight, "baseline.max_iter": bcfg.max_iter,
-                      "baseline.classifier": "StandardScaler+LinearSVC(squared_hinge, ovr, dual=False)",
-                      "baseline.probabilities": "softmax(decision_function), uncalibrated",
-                      "baseline.corpora": ",".join(names)})
+    # [2] the run: directory, config, MLflow run (the manifests as dataset inputs), run.json (RUNNING)
+    parts = {c.spec.name: _partitions(c, Path(d)) for c, d in zip(corpora, corpus_dirs)}
+    run = Run.create(cfg, run_name, kind="baseline", tags={"baseline": NAME}, parts=parts,
+                     fields={"kind": "baseline", "baseline": NAME})
+    log = run.logger()
+    log.log_params({"baseline.name": NAME, "baseline.feature_set": features.FEATURE_SET,
+                    "baseline.sample_rate": bcfg.sample_rate, "baseline.c_grid": json.dumps(list(bcfg.c_grid)),
+                    "baseline.class_weight": bcfg.class_weight, "baseline.max_iter": bcfg.max_iter,
+                    "baseline.classifier": "StandardScaler+LinearSVC(squared_hinge, ovr, dual=False)",
+                    "baseline.probabilities": "softmax(decision_function), uncalibrated",
+                    "baseline.corpora": ",".join(names)})
     for i, c in enumerate(bcfg.c_grid):  # so a plot of dev_uar/<corpus> over steps can be read as over C
         log.log_metrics({"c_log10": math.log10(c)}, i)
-
     try:
-        # [3] features of every corpus (the slow part; cached)
-        feats = [features.corpus_features(c.rows, cache_dir, bcfg.jobs, bcfg.sample_rate) for c in corpora]
-        # imported after the extraction pool has finished: it imports torch, whose threads a fork should not copy
-        from ..train.outputs import write_predictions
-
-        results, final = {}, {}
-        for c, (x, feat_info) in zip(corpora, feats):
-            # [4] C search on dev, refit on train + dev, test predictions
-            t0 = time.monotonic()
-            res, preds = fit_corpus(c, x, bcfg)
-            res["features"] = {**feat_info, "set": features.FEATURE_SET, "dim": int(x.shape[1])}
-            res["svm_seconds"] = round(time.monotonic() - t0, 2)
-            results[c.spec.name] = res
-            key = tracking.metric_key(c.spec.name)
-            for i, t in enumerate(res["grid"]):
-                log.log_metrics({tracking.metric_key("dev_uar", c.spec.name): t["dev_uar"]}, i)
-            for which in ("best", "final"):  # the SVM has one model: the refit is both "best" and "final"
-                write_predictions(run_dir / "predictions" / which / f"{key}.csv", preds, c.spec.name, c.classes)
-                final[tracking.metric_key(f"test_uar_{which}", c.spec.name)] = res["test"]["uar"]
-                final[tracking.metric_key(f"test_wa_{which}", c.spec.name)] = res["test"]["wa"]
-            final[tracking.metric_key("dev_uar_best", c.spec.name)] = res["dev_uar"]
-            final[tracking.metric_key("chosen_c", c.spec.name)] = res["chosen_c"]
-            _log_params(log, {f"baseline.chosen_c.{key}": res["chosen_c"]})
-            print(f"[{NAME}] {c.spec.name}: C={res['chosen_c']:g} dev UAR {res['dev_uar']:.4f} -> test UAR "
-                  f"{res['test']['uar']:.4f}, WA {res['test']['wa']:.4f} (features {feat_info['seconds']:.1f} s"
-                  f"{', cached' if feat_info['cached'] else ''}; SVM {res['svm_seconds']:.1f} s)", flush=True)
-
-        # [5] outputs and the end of the run
-        (run_dir / "baseline.json").write_text(json.dumps({"baseline": NAME, "corpora": results}, indent=1))
-        log.log_metrics(final, 0)
-        log.log_artifact(run_dir / "predictions", "predictions")
-        log.log_artifact(run_dir / "baseline.json")
-        final["tracking_ok"] = 0.0 if log.error else 1.0
+        final = _fit_all(corpora, run.dir, cache_dir, bcfg, log)
     except BaseException as exc:
-        _write_run_json(run_dir, {**info, "status": "FAILED", "error": str(exc)[:2000]})
-        if run_id:
-            _quiet(lambda: tracking.finish_run(uri, run_id, False))
+        run.finish(False, error=str(exc)[:2000])
         raise
-    _write_run_json(run_dir, {**info, "status": "FINISHED", "metrics": final})
-    if run_id:
-        _quiet(lambda: tracking.finish_run(uri, run_id, log.error is None))
-    if log.error:
-        (run_dir / "tracking_error.txt").write_text(log.error + "\n")
-        raise EmonetError(f"run {name} finished and its outputs are in {run_dir}, but MLflow logging failed: "
-                          f"{log.error}; every metric is also in {run_dir / tracking.JOURNAL}")
-    return RunResult(name, run_dir, final, None, run_id, uri)
+    error = run.finish(True, tracking_error=log.error, metrics=final)
+    if error:
+        raise EmonetError(f"run {run.name} finished and its outputs are in {run.dir}, but MLflow logging failed: "
+                          f"{error}; every metric is also in {run.dir / tracking.JOURNAL}")
+    return run.result(final)
 
 
-def _log_params(log: tracking.RunLogger, params: dict) -> None:
-    """Params through the logger's client; a failure is kept in ``log.error`` like any other logging failure."""
-    if not log.online:
-        return
-    from mlflow.entities import Param
+def _partitions(c: Corpus, corpus_dir: Path) -> dict:
+    """The run's ``partitions.json`` entry of a corpus; its digest is the manifest's sha256 (the baseline reads
+    manifests, not shards)."""
+    import hashlib
 
-    try:
-        tracking.client(log.uri).log_batch(log.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-    except Exception as exc:  # noqa: BLE001 - any failure of the tracking store
-        log.error = f"MLflow at {log.uri} failed while logging params: {' '.join(str(exc).split())[:300]}"
+    manifest = corpus_dir / MANIFEST if corpus_dir.is_dir() else corpus_dir
+    sha = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+    return manifest_partitions(c.spec.name, c.rows, sha, str(manifest.resolve()))
 
 
-def _quiet(fn) -> None:
-    try:
-        fn()
-    except Exception:  # noqa: BLE001 - the run's outcome is already on disk; tracking_error says the rest
-        pass
+def _fit_all(corpora: list[Corpus], run_dir: Path, cache_dir: Path, bcfg: EgemapsConfig,
+             log: tracking.RunLogger) -> dict:
+    """Features, C search and test predictions of every corpus; writes ``predictions/`` and ``baseline.json``,
+    logs them; returns the final metrics."""
+    # [3] features of every corpus (the slow part; cached)
+    feats = [features.corpus_features(c.rows, cache_dir, bcfg.jobs, bcfg.sample_rate) for c in corpora]
+    results, final = {}, {}
+    for c, (x, feat_info) in zip(corpora, feats):
+        # [4] C search on dev, refit on train + dev, test predictions
+        t0 = time.monotonic()
+        res, preds = fit_corpus(c, x, bcfg)
+        res["features"] = {**feat_info, "set": features.FEATURE_SET, "dim": int(x.shape[1])}
+        res["svm_seconds"] = round(time.monotonic() - t0, 2)
+        results[c.spec.name] = res
+        key = tracking.metric_key(c.spec.name)
+        for i, t in enumerate(res["grid"]):
+            log.log_metrics({tracking.metric_key("dev_uar", c.spec.name): t["dev_uar"]}, i)
+        for which in ("best", "final"):  # the SVM has one model: the refit is both "best" and "final"
+            write_predictions(run_dir / "predictions" / which / f"{key}.csv", preds, c.spec.name, c.classes)
+            final[tracking.metric_key(f"test_uar_{which}", c.spec.name)] = res["test"]["uar"]
+            final[tracking.metric_key(f"test_wa_{which}", c.spec.name)] = res["test"]["wa"]
+        final[tracking.metric_key("dev_uar_best", c.spec.name)] = res["dev_uar"]
+        final[tracking.metric_key("chosen_c", c.spec.name)] = res["chosen_c"]
+        log.log_params({f"baseline.chosen_c.{key}": res["chosen_c"]})
+        print(f"[{NAME}] {c.spec.name}: C={res['chosen_c']:g} dev UAR {res['dev_uar']:.4f} -> test UAR "
+              f"{res['test']['uar']:.4f}, WA {res['test']['wa']:.4f} (features {feat_info['seconds']:.1f} s"
+              f"{', cached' if feat_info['cached'] else ''}; SVM {res['svm_seconds']:.1f} s)", flush=True)
+
+    # [5] outputs
+    (run_dir / "baseline.json").write_text(json.dumps({"baseline": NAME, "corpora": results}, indent=1))
+    log.log_metrics(final, 0)
+    log.log_artifact(run_dir / "predictions", "predictions")
+    log.log_artifact(run_dir / "baseline.json")
+    final["tracking_ok"] = 0.0 if log.error else 1.0
+    return final

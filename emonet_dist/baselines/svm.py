@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from ..evaluate.metrics import scores
+from ..metrics import scores
 
 C_GRID: tuple[float, ...] = tuple(10.0 ** -k for k in range(10))
 """1, 0.1, ..., 1e-9 (paper: a logarithmic scale from 1 to 10^-9)."""

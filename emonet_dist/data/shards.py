@@ -48,6 +48,12 @@ _PCM16_BYTES_PER_S = 2  # per sample; used to estimate shard sizes before encodi
 def load_index(root: str, corpus: str, policy: UrlPolicy = UrlPolicy()) -> dict:
     """The checked ``index.json`` of one corpus under a shard root (local or remote); see
     :mod:`emonet_dist.data.index_schema`."""
+    return load_index_with_digest(root, corpus, policy)[0]
+
+
+def load_index_with_digest(root: str, corpus: str, policy: UrlPolicy = UrlPolicy()) -> tuple[dict, str, str]:
+    """``(index, sha256 of the index file's bytes, its URL)``: the digest names exactly the shards a run read
+    (the index holds every shard's sha256), e.g. as the digest of an MLflow dataset input."""
     url = shard_url(root, f"{remote.check_name(corpus, 'corpus')}/{INDEX}")
     try:
         data = read_bytes(url, policy)
@@ -61,7 +67,7 @@ def load_index(root: str, corpus: str, policy: UrlPolicy = UrlPolicy()) -> dict:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ShardError(f"{short(url, 120)} is not JSON ({short(str(exc))}); rewrite it with "
                          "`emonet shard --force`") from None
-    return check_index(index, corpus, short(url, 120))
+    return check_index(index, corpus, short(url, 120)), hashlib.sha256(data).hexdigest(), url
 
 
 def list_corpora(root: str | Path) -> list[str]:
@@ -153,7 +159,7 @@ def _write_one(task: dict) -> dict:
         writer.close()
         f.flush()
         os.fsync(f.fileno())
-    record = {"path": task["rel"], "samples": n, "bytes": tmp.stat().st_size, "sha256": _sha256(tmp),
+    record = {"path": task["rel"], "samples": n, "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp),
               "per_class": dict(per_class), "duration_s": round(float(sum(durations)), 3), "failed": failed,
               "labels": labels}
     _atomic_json(Path(task["record"]), record)
@@ -161,7 +167,8 @@ def _write_one(task: dict) -> dict:
     return record
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

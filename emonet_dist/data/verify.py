@@ -17,7 +17,7 @@ from ..progress import Progress
 from .index_schema import check_index
 from .reader import read_shard
 from .samples import bad, decode
-from .shards import INDEX, _sha256, list_corpora
+from .shards import INDEX, list_corpora, sha256_file
 
 
 def verify(root: str | Path, corpora: list[str] | None = None, quick: bool = False) -> tuple[int, list[str]]:
@@ -68,7 +68,7 @@ def _check_shard(path: Path, sh: dict, index: dict, quick: bool) -> list[str]:
             return [f"{path}: {path.stat().st_size} bytes, index.json says {sh['bytes']}; the shard is corrupt, "
                     "rerun `emonet shard --force`"]
         if quick:
-            digest = _sha256(path)
+            digest = sha256_file(path)
             if digest != sh["sha256"]:
                 return [f"{path}: sha256 {digest[:12]}... does not match the index ({sh['sha256'][:12]}...); "
                         "the shard is corrupt, rerun `emonet shard --force`"]

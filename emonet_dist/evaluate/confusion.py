@@ -1,7 +1,7 @@
 """Per-corpus evaluation outputs from prediction CSVs: UAR, WA, per-class recall and the confusion matrix
 (as CSV and PNG).
 
-Scores come from :mod:`emonet_dist.evaluate.metrics`, the one implementation the training loop reports too,
+Scores come from :mod:`emonet_dist.metrics`, the one implementation the training loop reports too,
 so a number in an evaluation file is the number the run logged (``tests/evaluate`` checks it against
 scikit-learn).
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import metrics
 from ..tracking import metric_key
-from . import metrics
 from .predictions import Predictions, load_run, read_prediction_dir, read_predictions
 
 
@@ -32,7 +32,7 @@ def score_predictions(pred: Predictions) -> dict:
 
     Returns ``{"corpus", "n", "classes", "uar", "wa", "recall": {class: float|nan}, "confusion": (C, C) list}``.
     UAR is the macro recall over the classes present in the true labels (a class without test samples has no
-    recall), as in :func:`emonet_dist.evaluate.metrics.scores`; recall is NaN for such classes.
+    recall), as in :func:`emonet_dist.metrics.scores`; recall is NaN for such classes.
     """
     classes = list(pred.classes)
     n = len(pred)

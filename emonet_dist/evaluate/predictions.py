@@ -1,6 +1,6 @@
 """Reading a run's per-utterance predictions: from its run directory or from its MLflow artifacts.
 
-A prediction CSV (``emonet_dist.train.outputs.write_predictions``) has the columns
+A prediction CSV (``emonet_dist.runs.predictions.write_predictions``) has the columns
 ``id, corpus, label, prediction, prob_<class>...``: one row per test utterance, labels as class names, and the
 ``prob_`` columns in the model's class order (which is where the class list comes from).
 
@@ -12,7 +12,6 @@ downloaded with ``mlflow.artifacts.download_artifacts``.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EmonetError
+from ..runs.store import local_run, read_run_json
 
 CHECKPOINTS = ("best", "final")
 _RUN_ID = re.compile(r"^(?:runs:/)?([0-9a-f]{32})/?$")
@@ -124,9 +124,9 @@ def load_run(ref: str | Path, checkpoint: str = "best", output_dir: str | Path =
     if checkpoint not in CHECKPOINTS:
         raise EmonetError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
     ref = str(ref)
-    for cand in (Path(ref), Path(output_dir) / ref):
-        if (cand / "run.json").is_file():
-            return _from_directory(ref, cand.resolve(), checkpoint)
+    run_dir = local_run(ref, output_dir)
+    if run_dir is not None:
+        return _from_directory(ref, run_dir, checkpoint)
     m = _RUN_ID.match(ref)
     if m:
         return _from_mlflow(ref, m.group(1), checkpoint, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
@@ -168,7 +168,7 @@ def load_column(ref: str | Path, checkpoint: str = "best", output_dir: str | Pat
 
 
 def _from_directory(ref: str, run_dir: Path, checkpoint: str) -> RunPredictions:
-    info = json.loads((run_dir / "run.json").read_text())
+    info = read_run_json(run_dir)
     pred_dir = run_dir / "predictions" / checkpoint
     corpora = read_prediction_dir(pred_dir) if pred_dir.is_dir() else {}
     if not corpora:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EmonetError
+from ..errors import EmonetError, short
 from .confusion import json_safe, score_predictions
 from .predictions import RunPredictions, load_column
 from .significance import EXACT_BELOW, check_same_ids, mcnemar
@@ -171,17 +171,19 @@ def log_report_run(report: dict, tracking_uri: str, experiment: str, out_dir: st
     from mlflow.entities import Metric, Param
 
     from .. import tracking
+    from ..runs.tracked import create_mlflow_run
 
     out = Path(out_dir)
-    exp_id = tracking.ensure_experiment(tracking_uri, experiment, _artifact_location(tracking_uri))
     c = tracking.client(tracking_uri)
     base, cands = report["baseline"], report["candidates"]
-    tags = {"emonet.kind": "report", "report.baseline": base["run_id"],
+    tags = {"report.baseline": base["run_id"],
             "report.candidates": ",".join(x["run_id"] for x in cands), "report.baseline_label": base["label"],
             "report.candidate_labels": ",".join(x["label"] for x in cands), "report.checkpoint": report["checkpoint"],
-            "report.alpha": str(report["alpha"]), "git_sha": tracking.git_sha()}
+            "report.alpha": str(report["alpha"])}
     name = f"report-{base['label']}-vs-{'+'.join(x['label'] for x in cands)}"[:250]
-    run_id = c.create_run(exp_id, run_name=name, tags=tags).info.run_id
+    # tags emonet.kind=report, source and commit; nested under the job's run when one is open (runs.parent_run)
+    run_id = create_mlflow_run(tracking_uri, experiment, name, "report", tags,
+                               artifact_location=_artifact_location(tracking_uri))
     try:
         now = int(time.time() * 1000)
         ms = []
@@ -199,9 +201,9 @@ def log_report_run(report: dict, tracking_uri: str, experiment: str, out_dir: st
         c.log_artifacts(run_id, str(out))
         c.set_terminated(run_id, "FINISHED")
     except Exception as exc:  # noqa: BLE001 - any store failure; the files on disk are complete regardless
-        tracking._quiet(lambda: c.set_terminated(run_id, "FAILED"))
+        tracking.quietly(lambda: c.set_terminated(run_id, "FAILED"))
         raise EmonetError(f"the report files are complete in {out}, but logging them to MLflow run {run_id} at "
-                          f"{tracking_uri} failed: {tracking._short(exc)}") from None
+                          f"{tracking_uri} failed: {short(exc, 300)}") from None
     return run_id
 
 

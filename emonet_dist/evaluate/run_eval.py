@@ -8,17 +8,14 @@ are written under ``<run>/eval/<split>-<checkpoint>/`` (or ``--out``) and logged
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..bundles import load_bundle
-from ..config import Config
 from ..errors import EmonetError
 from ..model.weights import load_model
-from ..tracking import RunLogger, metric_key
+from ..runs import Run, write_predictions
+from ..tracking import metric_key
 from ..train.evaluation import predict
-from ..train.launch import find_run
-from ..train.outputs import write_predictions
 from ..train.streams import corpus_data, eval_stream
 from .confusion import evaluate_predictions
 from .predictions import read_predictions
@@ -29,9 +26,8 @@ def evaluate_run(ref: str, split: str = "test", checkpoint: str = "final", out: 
     """``{corpus: scores}`` for the run's model on ``split``; files written and logged to MLflow."""
     if split not in ("dev", "test") or checkpoint not in ("best", "final"):
         raise EmonetError("evaluate needs --split dev|test and --checkpoint best|final")
-    run_dir = find_run(ref, output_dir)
-    cfg = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
-    info = json.loads((run_dir / "run.json").read_text())
+    run = Run.open(ref, output_dir)
+    cfg, run_dir = run.cfg, run.dir
     out = Path(out) if out else run_dir / "eval" / f"{split}-{checkpoint}"
     preds = {}
     for spec in cfg.data.corpora:
@@ -51,8 +47,8 @@ def evaluate_run(ref: str, split: str = "test", checkpoint: str = "final", out: 
         write_predictions(csv, pred, data.name, data.classes)
         preds[data.name] = read_predictions(csv)
     scores = evaluate_predictions(preds, out)
-    log = RunLogger(info.get("tracking_uri"), info.get("mlflow_run_id"), out / "metrics.jsonl")
-    step = int(info.get("metrics", {}).get("step", 0))
+    log = run.logger(out / "metrics.jsonl")
+    step = int(run.read_info().get("metrics", {}).get("step", 0))
     log.log_metrics({metric_key(f"eval_{split}_{checkpoint}_{m}", c): s[m] for c, s in scores.items()
                      for m in ("uar", "wa")}, step)
     log.log_artifact(out, f"eval/{split}-{checkpoint}")

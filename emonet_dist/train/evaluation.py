@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 from ..data.loader import device_batch, eval_batches
 from ..data.stream import CorpusStream
-from ..evaluate.metrics import scores
+from ..metrics import scores
 from .distributed import world
 
 

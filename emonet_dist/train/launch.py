@@ -9,50 +9,24 @@ final metrics), ``metrics.jsonl`` (the metric journal), ``predictions/``, ``best
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from .. import tracking
 from ..config import Config
 from ..errors import EmonetError
+from ..runs import Run, RunResult, absolute_paths, read_partitions
+from ..runs.store import RUN_JSON, run_dir_of
 
-RUN_JSON = "run.json"
 # Ray Train V2 polls workers every 2 s by default, which makes every ray.train.report block that long.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
            # Starting a worker imports torch; on a busy small machine that can take more than the default 60 s.
            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
 
 
-@dataclass
-class RunResult:
-    name: str
-    dir: Path
-    metrics: dict
-    checkpoint: str | None
-    mlflow_run_id: str | None
-    tracking_uri: str | None
-
-
-def new_run_name(cfg: Config) -> str:
-    """Unique per launch: reusing a Ray Train run name would silently resume the old run."""
-    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
 def storage_path(cfg: Config) -> Path:
     return Path(cfg.ray.storage_path or Path(cfg.output_dir) / "ray").expanduser().resolve()
-
-
-def find_run(ref: str, output_dir: str = "runs") -> Path:
-    """A run directory from its path or its name under ``output_dir``."""
-    for cand in (Path(ref), Path(output_dir) / ref):
-        if (cand / RUN_JSON).is_file():
-            return cand.resolve()
-    raise EmonetError(f"no run '{ref}' (looked for {ref}/{RUN_JSON} and {output_dir}/{ref}/{RUN_JSON}); pass a run "
-                      "directory or a run name under output_dir")
 
 
 def init_ray(cfg: Config) -> None:
@@ -166,33 +140,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def absolute_paths(cfg: Config) -> Config:
-    """Local relative paths resolved against the driver's working directory: Ray workers run elsewhere."""
-    import re
-
-    def fix(path: str) -> str:
-        if not path or re.match(r"^([a-z][a-z0-9+.-]*://|pipe:)", path) or "{path}" in path:
-            return path
-        return str(Path(path).expanduser().resolve())
-
-    overrides = [f"output_dir={fix(cfg.output_dir)}", f"data.shards={fix(cfg.data.shards)}"]
-    if cfg.train.init_from:
-        overrides.append(f"train.init_from={fix(cfg.train.init_from)}")
-    if cfg.ray.storage_path:
-        overrides.append(f"ray.storage_path={fix(cfg.ray.storage_path)}")
-    return cfg.override(*overrides)
-
-
 def run_training(cfg: Config, resume: str | None = None, run_name: str | None = None,
                  extra_tags: dict | None = None, parent_run_id: str | None = None,
                  callbacks: list | None = None) -> RunResult:
     """Run (or resume) one training run to the end and return its outcome.
 
     A ``run_name`` whose directory already holds a run resumes it (Tune retries a failed trial this way).
+    ``parent_run_id`` nests the MLflow run (default: ``$EMONET_PARENT_RUN_ID``, see ``runs.parent_run``).
     ``callbacks`` go to Ray Train's RunConfig (a sweep passes Tune's report callback).
     """
     if run_name and not resume:
-        existing = Path(absolute_paths(cfg).output_dir) / run_name
+        existing = run_dir_of(absolute_paths(cfg).output_dir, run_name)
         if (existing / RUN_JSON).is_file():
             resume = str(existing)
     import ray.train
@@ -201,13 +159,11 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
     from .loop import train_loop_per_worker
 
     if resume:
-        run_dir = find_run(resume, cfg.output_dir)
-        info = json.loads((run_dir / RUN_JSON).read_text())
-        cfg = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
-        name, mlflow_run_id, uri = info["name"], info.get("mlflow_run_id"), info.get("tracking_uri")
+        run = Run.open(resume, cfg.output_dir)
+        cfg = run.cfg
         init_ray(cfg)
         wait_for_resources(cfg)
-        print(f"[train] resuming run {name} ({run_dir})", flush=True)
+        print(f"[train] resuming run {run.name} ({run.dir})", flush=True)
     else:
         cfg = absolute_paths(cfg)
         if not cfg.data.corpora:
@@ -215,27 +171,19 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         parts = read_partitions(cfg)  # also: a missing corpus fails here, before anything is created
         init_ray(cfg)
         wait_for_resources(cfg)  # and a worker group the cluster cannot hold
-        name = run_name or new_run_name(cfg)
-        run_dir = (Path(cfg.output_dir) / name).resolve()
-        run_dir.mkdir(parents=True, exist_ok=False)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        uri = tracking.tracking_uri(cfg) if cfg.tracking.enabled else None
-        mlflow_run_id = tracking.start_run(cfg, name, extra_tags, parent_run_id) if uri else None
-        _write_run_json(run_dir, {"name": name, "dir": str(run_dir), "mlflow_run_id": mlflow_run_id,
-                                  "tracking_uri": uri, "status": "RUNNING"})
-        write_partitions(parts, run_dir, uri, mlflow_run_id)
+        kind = "transfer" if cfg.train.init_from else "train"
+        run = Run.create(cfg, run_name, kind, extra_tags, parent_run_id, parts)
     init_ray(cfg)
     backend = cfg.ray.backend if cfg.ray.backend != "auto" else ("nccl" if cfg.ray.gpus_per_worker > 0 else "gloo")
-    resources = worker_resources(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "run": {"name": name, "dir": str(run_dir),
-                                                         "mlflow_run_id": mlflow_run_id, "tracking_uri": uri}},
+        train_loop_config={"cfg": cfg.to_dict(), "run": {"name": run.name, "dir": str(run.dir),
+                                                         "mlflow_run_id": run.mlflow_run_id,
+                                                         "tracking_uri": run.tracking_uri}},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.gpus_per_worker > 0,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=worker_resources(cfg)),
         torch_config=TorchConfig(backend=backend),
-        run_config=ray.train.RunConfig(name=name, storage_path=str(storage_path(cfg)),
+        run_config=ray.train.RunConfig(name=run.name, storage_path=str(storage_path(cfg)),
                                        failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                                        callbacks=callbacks or []),
@@ -248,49 +196,15 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
     ok = error is None
     metrics = dict(result.metrics or {}) if result is not None else {}
     checkpoint = result.checkpoint.path if result is not None and result.checkpoint else None
-    _write_run_json(run_dir, {"name": name, "dir": str(run_dir), "mlflow_run_id": mlflow_run_id, "tracking_uri": uri,
-                              "status": "FINISHED" if ok else "FAILED", "metrics": metrics, "checkpoint": checkpoint,
-                              "storage_path": str(storage_path(cfg)), "error": None if ok else str(error)[:2000]})
-    tracking_error = run_dir / "tracking_error.txt"
-    if uri and mlflow_run_id:
-        try:
-            tracking.finish_run(uri, mlflow_run_id, ok and not tracking_error.exists())
-        except Exception:  # noqa: BLE001 - reported below through tracking_error / the failure itself
-            pass
+    # the loop's rank 0 writes tracking_error.txt when MLflow failed; finish() reads it
+    tracking_error = run.finish(ok, metrics=metrics, checkpoint=checkpoint, storage_path=str(storage_path(cfg)),
+                                error=None if ok else str(error)[:2000])
     if not ok:
-        raise EmonetError(f"training run {name} failed: {str(error).strip().splitlines()[-1][:500]}; "
-                          f"checkpoints are in {storage_path(cfg) / name}; continue with "
-                          f"`emonet train --resume {run_dir}`")
-    if tracking_error.exists():
-        raise EmonetError(f"run {name} finished and its checkpoints and outputs are safe in {run_dir}, but MLflow "
-                          f"logging failed: {tracking_error.read_text().strip()}; replay the metrics with "
-                          f"`emonet track sync {run_dir}` once the tracking server is reachable")
-    return RunResult(name, run_dir, metrics, checkpoint, mlflow_run_id, uri)
-
-
-def read_partitions(cfg: Config) -> dict:
-    """Which speakers (and how many utterances) each corpus's train/dev/test holds, from the shard indexes."""
-    from ..data.remote import UrlPolicy
-    from ..data.shards import load_index
-
-    out = {}
-    for spec in cfg.data.corpora:
-        index = load_index(cfg.data.shards, spec.name, UrlPolicy.from_config(cfg.data))
-        out[spec.name] = {"fingerprint": index.get("fingerprint"), "partitions": {
-            part: {"utterances": info["utterances"], "speakers": info.get("speaker_ids", info["speakers"])}
-            for part, info in index["partitions"].items()}}
-    return out
-
-
-def write_partitions(parts: dict, run_dir: Path, uri: str | None, run_id: str | None) -> None:
-    """``partitions.json`` in the run (and MLflow): the exact speaker-independent split the run used."""
-    path = run_dir / "partitions.json"
-    path.write_text(json.dumps(parts, indent=1))
-    if uri and run_id:
-        tracking._quiet(lambda: tracking.client(uri).log_artifact(run_id, str(path)))
-
-
-def _write_run_json(run_dir: Path, info: dict) -> None:
-    tmp = run_dir / (RUN_JSON + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1, default=str))
-    os.replace(tmp, run_dir / RUN_JSON)
+        raise EmonetError(f"training run {run.name} failed: {str(error).strip().splitlines()[-1][:500]}; "
+                          f"checkpoints are in {storage_path(cfg) / run.name}; continue with "
+                          f"`emonet train --resume {run.dir}`")
+    if tracking_error:
+        raise EmonetError(f"run {run.name} finished and its checkpoints and outputs are safe in {run.dir}, but "
+                          f"MLflow logging failed: {tracking_error}; replay the metrics with "
+                          f"`emonet track sync {run.dir}` once the tracking server is reachable")
+    return run.result(metrics, checkpoint)

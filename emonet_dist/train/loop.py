@@ -27,7 +27,9 @@ from ..data.loader import eval_batches
 from ..data.remote import UrlPolicy
 from ..data.schedule import RoundRobinSchedule
 from ..model.modes import set_mode
+from ..model.pretrained import build_model_for_run
 from ..model.weights import save_model
+from ..runs.predictions import write_predictions
 from ..tracking import RunLogger, metric_key
 from .checkpoint import read_state, restore_model, restore_optimizer, save_checkpoint
 from .distributed import (
@@ -42,7 +44,7 @@ from .distributed import (
 )
 from .evaluation import predict, score
 from .lr import StageSchedule, make_schedule
-from .outputs import build_model_for_run, write_final_outputs, write_predictions
+from .outputs import write_final_outputs
 from .streams import corpus_data, eval_stream, train_loader
 
 

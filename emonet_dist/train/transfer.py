@@ -8,13 +8,12 @@ weights frozen), ``head`` (backbone frozen), ``finetune`` (everything, starting 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..config import Config
 from ..errors import EmonetError
-from .launch import find_run
-from .outputs import resolve_init
+from ..model.pretrained import resolve_init
+from ..runs.store import find_run, read_config
 
 MODES = ("adapters", "head", "finetune", "scratch", "zero-shared")
 
@@ -26,18 +25,13 @@ def transfer_config(source: str, corpus: str, mode: str, overrides: list[str] | 
         raise EmonetError(f"unknown transfer mode '{mode}'; use one of {', '.join(MODES)}")
     try:
         run_dir = find_run(source, output_dir or "runs")
-        base = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+        base = read_config(run_dir)
         init = str(resolve_init(str(run_dir)))
     except EmonetError:
         init = str(resolve_init(source))  # a bare model directory: the rest comes from overrides
         base = Config()
-    cfg = base.override(
-        f"name={base.name}-{mode}-{corpus}",
-        f"data.corpora=[{{name: {json.dumps(corpus)}, task: {task}}}]",
-        "train.schedule=single",
-        f"train.mode={mode}",
-        f"train.init_from={'' if mode == 'scratch' else init}",
-    )
+    values = {"name": f"{base.name}-{mode}-{corpus}", "data.corpora": [{"name": corpus, "task": task}],
+              "train.schedule": "single", "train.mode": mode, "train.init_from": "" if mode == "scratch" else init}
     if output_dir:
-        cfg = cfg.override(f"output_dir={Path(output_dir)}")
-    return cfg.override(*overrides)
+        values["output_dir"] = str(Path(output_dir))
+    return base.replace(values).override(*overrides)

@@ -1,4 +1,4 @@
-"""Per-corpus evaluation outputs: every number equals scikit-learn's and emonet_dist.evaluate.metrics'."""
+"""Per-corpus evaluation outputs: every number equals scikit-learn's and emonet_dist.metrics'."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 
-from emonet_dist.evaluate import metrics
+from emonet_dist import metrics
 from emonet_dist.evaluate.confusion import evaluate, format_scores, score_predictions
 from emonet_dist.evaluate.predictions import Predictions, read_predictions
 

@@ -10,8 +10,8 @@ import pytest
 from scipy.stats import binomtest, chi2
 from sklearn.metrics import recall_score
 
+from emonet_dist import metrics
 from emonet_dist.errors import EmonetError
-from emonet_dist.evaluate import metrics
 from emonet_dist.evaluate.report import CAVEAT, FILES, build_report, log_report_run
 from emonet_dist.evaluate.report_format import format_table
 from emonet_testkit import paired

@@ -150,7 +150,7 @@ import json, sys
 import numpy as np
 from emonet_dist.bundles import load_bundle
 from emonet_dist.data.stream import CorpusStream, shard_list
-from emonet_dist.evaluate.metrics import scores
+from emonet_dist.metrics import scores
 from emonet_dist.train.evaluation import predict
 art, shards, corpus, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 model, name, meta = load_bundle(f"{art}/bundles/{corpus}", f"{art}/backbone")

@@ -1,8 +1,10 @@
 """Scores: UAR (macro recall, the headline), WA (accuracy), per-class recall and the confusion matrix.
 
-Plain numpy so the training loop can score every evaluation cheaply; ``tests/evaluate`` checks that every
-number equals scikit-learn's. UAR averages the recall of the classes that occur in ``y_true`` (a class with no
-test samples has no recall), as ``sklearn.metrics.recall_score(average="macro", labels=<present classes>)``.
+Plain numpy so the training loop can score every evaluation cheaply. It sits below every package that scores
+(training's dev evaluation, the baselines, ``evaluate``), so none of them depends on another for it.
+``tests/evaluate`` checks that every number equals scikit-learn's. UAR averages the recall of the classes that
+occur in ``y_true`` (a class with no test samples has no recall), as
+``sklearn.metrics.recall_score(average="macro", labels=<present classes>)``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,142 @@
+"""A run's MLflow side: start (tags, params, config, dataset inputs), nesting under a parent run, finish, sync.
+
+A run starts with:
+  - tags: the run name, ``emonet.kind`` (train, baseline, sweep, job, ...), MLflow's source tags
+    (``mlflow.source.name``, ``mlflow.source.type``, ``mlflow.source.git.commit``, which the UI shows as the run's
+    source and commit), ``git_sha``, package versions and the world size;
+  - params: the flattened config (MLflow takes at most 100 per call); ``config.yaml`` as an artifact;
+  - ``mlflow.parentRunId`` when it belongs to a job, a sweep or an experiment: the parent comes from the caller or,
+    when the caller gives none, from :data:`PARENT_ENV` (set by :func:`parent_run` for everything it starts);
+  - the corpora it reads as dataset inputs (:mod:`.inputs`).
+
+The experiment is tagged as model training (``tracking.ensure_experiment``), so MLflow 3 opens it in the
+model-training view.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .. import tracking
+from ..config import Config
+from ..errors import EmonetError, short
+from .inputs import dataset_inputs
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "EMONET_PARENT_RUN_ID"
+"""Environment variable holding the MLflow run id that new runs nest under (when no parent is passed)."""
+SOURCE_TYPE = "LOCAL"  # MLflow's SourceType for code run from a local checkout or install
+
+
+def source_tags(kind: str, sha: str) -> dict[str, str]:
+    """MLflow's source tags: what ran (``emonet <kind>``) and at which git commit ``sha`` (omitted when unknown)."""
+    tags = {"mlflow.source.name": f"emonet {kind}", "mlflow.source.type": SOURCE_TYPE}
+    if sha != "unknown":
+        tags["mlflow.source.git.commit"] = sha
+    return tags
+
+
+def parent_from_env() -> str | None:
+    value = os.environ.get(PARENT_ENV, "").strip()
+    return value or None
+
+
+def create_mlflow_run(uri: str, experiment: str, name: str, kind: str, tags: dict[str, str] | None = None,
+                      parent_run_id: str | None = None, artifact_location: str | None = None) -> str:
+    """An MLflow run with the tags every run carries (name, kind, source and commit, versions; the parent from
+    ``parent_run_id`` or :data:`PARENT_ENV`), in ``experiment`` (created, tagged as model training, if needed)."""
+    exp_id = tracking.ensure_experiment(uri, experiment, artifact_location)
+    parent = parent_run_id or parent_from_env()
+    sha = tracking.git_sha()
+    all_tags = {"mlflow.runName": name, "emonet.kind": kind, **source_tags(kind, sha), "git_sha": sha,
+                **{f"version.{k}": v for k, v in tracking.package_versions().items()}, **(tags or {})}
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    return tracking.client(uri).create_run(exp_id, run_name=name, tags=all_tags).info.run_id
+
+
+def start_mlflow_run(cfg: Config, name: str, kind: str, tags: dict[str, str] | None = None,
+                     parent_run_id: str | None = None, parts: dict | None = None) -> str:
+    """Create the MLflow run of a run, with the config as params and the data as dataset inputs; returns its id.
+
+    Args:
+        kind: what the run is (``train``, ``baseline``, ``sweep``, ``job``...): tag ``emonet.kind`` and the source.
+        parent_run_id: nest under this run; None: :data:`PARENT_ENV`, if set.
+        parts: the corpora read (:func:`.inputs.read_partitions`), logged as dataset inputs.
+    """
+    uri = tracking.tracking_uri(cfg)
+    run_id = create_mlflow_run(uri, cfg.tracking.experiment, name, kind,
+                               {"world_size": str(cfg.ray.num_workers), **(tags or {})}, parent_run_id,
+                               tracking.artifact_root(cfg))
+    tracking.log_params(uri, run_id, cfg.flat())
+    c = tracking.client(uri)
+    c.log_text(run_id, cfg.to_yaml(), "config.yaml")
+    inputs = dataset_inputs(parts or {})
+    if inputs:
+        c.log_inputs(run_id, datasets=inputs)
+    return run_id
+
+
+def finish_mlflow_run(uri: str | None, run_id: str | None, ok: bool) -> None:
+    """Best effort: the outcome is already in ``run.json``; a failure here shows as ``tracking_error.txt``."""
+    if uri and run_id:
+        tracking.quietly(lambda: tracking.finish_run(uri, run_id, ok))
+
+
+@contextmanager
+def parent_run(cfg: Config, name: str, kind: str = "job", tags: dict[str, str] | None = None) -> Iterator[str | None]:
+    """An MLflow run for a job (or an experiment) that every run started inside the block nests under.
+
+    Usage (a pipeline runner)::
+
+        with parent_run(cfg, "demo-20260101-120000", kind="job") as parent_id:
+            run_training(...)          # and any other run: all get mlflow.parentRunId = parent_id
+
+    Yields the parent's run id (None when ``cfg.tracking.enabled`` is false). Inside the block
+    :data:`PARENT_ENV` holds the id (child processes inherit it); the parent ends FINISHED, or FAILED when the block
+    raises. A parent already set (a job inside a job) becomes this run's own parent.
+    """
+    if not cfg.tracking.enabled:
+        yield None
+        return
+    uri = tracking.tracking_uri(cfg)
+    run_id = start_mlflow_run(cfg, name, kind, tags)
+    before = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = run_id
+    ok = False
+    try:
+        yield run_id
+        ok = True
+    finally:
+        if before is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = before
+        finish_mlflow_run(uri, run_id, ok)
+
+
+def sync_run(run_dir: Path, info: dict, uri: str | None = None) -> int:
+    """Replay a run's metric journal and artifacts into its MLflow run and set its final status (after an
+    outage); returns the number of journal entries. ``tracking_error.txt`` is removed once it has worked."""
+    uri = uri or info.get("tracking_uri")
+    run_id = info.get("mlflow_run_id")
+    if not uri or not run_id:
+        raise EmonetError(f"run {run_dir.name} has no MLflow run to sync into (tracking was off)")
+    try:
+        journal = run_dir / tracking.JOURNAL
+        n = tracking.replay_journal(uri, run_id, journal) if journal.is_file() else 0
+        for sub in ("backbone", "bundles", "predictions", "final"):
+            if (run_dir / sub).exists():
+                tracking.client(uri).log_artifacts(run_id, str(run_dir / sub), sub)
+        tracking.finish_run(uri, run_id, info.get("status") == "FINISHED")
+    except Exception as exc:  # noqa: BLE001 - the store is still unreachable
+        raise EmonetError(f"MLflow at {uri} is still unreachable ({short(exc, 200)}); nothing was lost, try again "
+                          "later") from None
+    (run_dir / "tracking_error.txt").unlink(missing_ok=True)
+    log.info("replayed %d metric entries of %s into MLflow run %s", n, run_dir.name, run_id)
+    return n
