@@ -52,7 +52,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     # [5] the loop ---------------------------------------------------------------------------------------------
     w.model.train()
-    lr = set_lr(w.opt, stage_lr(w, state))
+    lr = set_lr(w.opt, current_lr(w, state))
     metrics = dict(state.last_eval or {})  # a run resumed after its last step goes straight to [7]
     while not finished(w, state):  # already true when resumed from the final checkpoint
         order = rounds.round(state.step) if w.multi else w.names
@@ -65,7 +65,7 @@ def train_loop_per_worker(config: dict) -> None:
             log_losses(w, losses, lr, speed, state.step)
         # [6] evaluation, LR stages, checkpoints ----------------------------------------------------------------
         state, metrics = evaluate_and_checkpoint(w, state, loaders, epoch_end)
-        lr = set_lr(w.opt, stage_lr(w, state))
+        lr = set_lr(w.opt, current_lr(w, state))
 
     # [7] final: test predictions of the last model, bundles, artifacts; the final checkpoint ---------------------
     final = final_metrics(w, state, loaders, metrics, speed, entered, loop_start)
@@ -142,7 +142,7 @@ def evaluate_and_checkpoint(w: Worker, state: TrainState, loaders: dict, epoch_e
     return state, metrics
 
 
-def stage_lr(w: Worker, state: TrainState) -> float:
+def current_lr(w: Worker, state: TrainState) -> float:
     """The LR of the current stage: from the step (multi) or from the plateau schedule's position (single)."""
     stage = w.schedule.stage(state.step) if w.multi else state.plateau.stage
     return w.cfg.optim.stage_lr(stage, w.finetune)
