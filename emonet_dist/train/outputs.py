@@ -20,10 +20,12 @@ from ..tracking import RunLogger, metric_key
 
 
 def write_final_outputs(model: EmoNet, datas: dict, run_dir: Path, log: RunLogger) -> None:
-    """Rank 0, after training: the final model, backbone, per-corpus bundles, and their MLflow upload."""
+    """Rank 0, after training: the final model, backbone, per-corpus bundles, and their MLflow upload.
+
+    The model stays on its device: every writer copies the tensors it saves to the CPU (``model.to("cpu")`` would
+    move the training model itself, in place)."""
     from ..bundles import save_backbone, write_bundle
 
-    model = model.to("cpu") if next(model.parameters()).device.type != "cpu" else model
     save_model(model, run_dir / "final")
     sha = save_backbone(model, run_dir / "backbone")
     for name, d in datas.items():

@@ -20,6 +20,7 @@ from ..data.remote import UrlPolicy
 from ..data.shards import load_index
 from ..data.stream import CorpusStream, ShardList, shard_list
 from ..errors import EmonetError
+from .state import Position
 
 
 @dataclass
@@ -86,15 +87,15 @@ def corpus_data(root: str, spec: CorpusConfig, seed: int, policy: UrlPolicy = Ur
     return CorpusData(spec, classes, targets, field, kind, shards, include, class_counts)
 
 
-def train_loader(cd: CorpusData, data: DataConfig, rank: int, world: int, position: dict | None = None
+def train_loader(cd: CorpusData, data: DataConfig, rank: int, world: int, position: Position | None = None
                  ) -> CorpusLoader:
-    """Endless, resumable training batches of one corpus for this rank."""
-    pos = position or {"epoch": 0, "batch": 0}
+    """Endless, resumable training batches of one corpus for this rank, from ``position`` (default: the start)."""
+    pos = position or Position()
     stream = CorpusStream(cd.shards["train"], cd.targets, field=cd.field, train=True, batch_size=data.batch_size,
                           max_seconds=data.max_seconds, window=data.shuffle_window,
                           epoch_mode=data.epoch_mode if cd.spec.epoch_mode == "inherit" else cd.spec.epoch_mode,
                           seed=data.seed, rank=rank, world=world, include=cd.include["train"],
-                          start_epoch=pos["epoch"], start_batch=pos["batch"], bad_samples=data.bad_samples,
+                          start_epoch=pos.epoch, start_batch=pos.batch, bad_samples=data.bad_samples,
                           policy=UrlPolicy.from_config(data))
     return CorpusLoader(stream, num_workers=data.num_workers)
 
