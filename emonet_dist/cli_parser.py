@@ -1,8 +1,4 @@
-"""The argument parser of every ``emonet`` command: errors are one line, with the way out.
-
-Its own module so that the job-spec commands (``emonet_dist.submit``) build their sub-commands with it without
-importing the CLI above them.
-"""
+"""The argument parser of every ``emonet`` command: errors are one line, with the way out."""
 
 from __future__ import annotations
 

@@ -225,11 +225,13 @@ def _from_dict(cls: type[T], data: dict, prefix: str) -> T:
         raise ConfigError(f"{prefix + ': ' if prefix else ''}{exc}", key=exc.key) from None
 
 
-def from_dict(cls: type[T], data: dict) -> T:
-    """Build ``cls`` from ``data``, rejecting unknown keys and wrong types (strict)."""
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build ``cls`` from ``data``, rejecting unknown keys and wrong types (strict). ``prefix``: the dotted key
+    where ``data`` sits in a larger document (``steps.3``), so that errors name the full key."""
     if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
-    return _from_dict(cls, data, "")
+        where = f"{prefix}: " if prefix else ""
+        raise ConfigError(f"{where}expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    return _from_dict(cls, data, prefix)
 
 
 def to_dict(obj: Any) -> Any:

@@ -34,8 +34,11 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("evaluate", ["emonet_dist.evaluate", "emonet_dist.predict"]),
     ("baselines", ["emonet_dist.baselines"]),
     ("tuning", ["emonet_dist.tuning"]),
-    ("pipeline", ["emonet_dist.submit", "emonet_dist.demo", "emonet_dist.cli_parser"]),
-    ("cli", ["emonet_dist.cli"]),
+    # typed job specs and the one step runner; the demo is a shipped spec it runs
+    ("pipeline", ["emonet_dist.pipeline", "emonet_dist.demo"]),
+    ("client", ["emonet_dist.submit"]),  # the Ray job client: hands a spec to a cluster, follows its logs
+    # parse and dispatch; the commands print (cli_commands, cli_jobs) and build their parser with cli_parser
+    ("cli", ["emonet_dist.cli", "emonet_dist.cli_commands", "emonet_dist.cli_jobs", "emonet_dist.cli_parser"]),
 ]
 KNOWN_UPWARD: dict[tuple[str, str], str] = {}  # (importer, imported) -> why it is still there
 

@@ -36,6 +36,6 @@ def test_wheel_ships_the_demo_config_and_every_data_file(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("emonet_dist-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     data = _data_files()
-    assert "emonet_dist/specs/demo.yaml" in data and "emonet_dist/corpora/av_map.csv" in data
+    assert {"emonet_dist/specs/demo.yaml", "emonet_dist/specs/demo_job.yaml", "emonet_dist/corpora/av_map.csv"} <= data
     assert not data - names, sorted(data - names)
     assert "emonet_dist/demo.py" in names and not any(n.startswith(("tests/", "jobs/")) for n in names)

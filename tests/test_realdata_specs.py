@@ -8,22 +8,23 @@ from pathlib import Path
 import pytest
 
 from emonet_dist.errors import ConfigError, CorpusError
-from emonet_dist.submit import check_shared_paths, load_spec
+from emonet_dist.pipeline.checks import check_shared_paths
+from emonet_dist.pipeline.spec import load_spec
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
 def test_the_experiment_and_its_parts_load():
     full = load_spec(JOBS / "realdata.job.yaml")
-    groups = {s["id"]: s["group"] for s in full.steps}
+    groups = {s.id: s.group for s in full.steps}
     assert sorted(set(groups.values())) == ["all", "egemaps", "loco", "prepare", "report", "scratch"]
     assert [c.name for c in full.config.data.corpora] == ["ravdess", "emovo", "urdu"]
     for part in ("scratch", "all", "loco"):
         spec = load_spec(JOBS / f"realdata_{part}.job.yaml")
         assert spec.name == f"realdata_{part}" and spec.config == full.config
-        assert {s["group"] for s in spec.steps} == {"prepare", part}
-    loco = [s for s in full.steps if s["group"] == "loco" and s["run"] == "transfer"]
-    assert sorted(s["corpus"] for s in loco) == ["emovo", "ravdess", "urdu"]
+        assert {s.group for s in spec.steps} == {"prepare", part}
+    loco = [s for s in full.steps if s.group == "loco" and s.run == "transfer"]
+    assert sorted(s.corpus for s in loco) == ["emovo", "ravdess", "urdu"]
 
 
 def test_the_paper_profile_is_the_papers_config_and_submittable():
@@ -58,6 +59,6 @@ def test_group_selection_and_bad_references_are_refused(tmp_path):
 
 def test_smoke_spec_is_one_corpus_pair():
     spec = load_spec(JOBS / "realdata_smoke.job.yaml")
-    kinds = [s["run"] for s in spec.steps]
+    kinds = [s.run for s in spec.steps]
     assert kinds == ["prepare", "prepare", "baseline", "train", "train", "transfer", "report"]
     assert spec.config.model.base_width == 8 and spec.config.train.steps_per_stage == 3

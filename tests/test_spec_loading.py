@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from emonet_dist.errors import ConfigError
-from emonet_dist.submit import load_spec
+from emonet_dist.pipeline.spec import load_spec
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 LONG = "x" * 10_000
@@ -41,7 +41,7 @@ def _bomb_spec() -> str:
 # resident size before and after the load says what the load took.
 _CAPPED_LOAD = """
 import json, resource, sys
-from emonet_dist.submit import load_spec
+from emonet_dist.pipeline.spec import load_spec
 vm = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + 256 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
 resource.setrlimit(resource.RLIMIT_CPU, (30, resource.getrlimit(resource.RLIMIT_CPU)[1]))
@@ -121,7 +121,7 @@ def test_runtime_env_vars_count_when_submitting_not_when_running_here(tmp_path, 
     # a step outside the selected groups does not need its variables
     path = _write(tmp_path, steps=[{"id": "p", "group": "prep", "run": "prepare", "recipe": "ravdess",
                                     "raw": f"${UNSET}/r"}, {"id": "t", "group": "train", "run": "train"}])
-    assert [s["id"] for s in load_spec(path, groups=["train"], runs_here=True).steps] == ["t"]
+    assert [s.id for s in load_spec(path, groups=["train"], runs_here=True).steps] == ["t"]
 
 
 def test_jobs_run_refuses_an_unset_variable_before_any_step(tmp_path):

@@ -20,7 +20,10 @@ import yaml
 import emonet_dist
 from emonet_dist.config import Config, load_config
 from emonet_dist.errors import ConfigError
-from emonet_dist.submit import MARKER, check_shared_paths, failure, load_spec, mlflow_links, run_records
+from emonet_dist.pipeline.checks import check_shared_paths
+from emonet_dist.pipeline.runner import MARKER
+from emonet_dist.pipeline.spec import load_spec
+from emonet_dist.submit import failure, mlflow_links, run_records
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "jobs" / "submit").glob("*.job.yaml"))
@@ -127,17 +130,20 @@ def test_demo_spec_is_jobs_demo_yaml_on_shared_paths():
     paths = ("output_dir", "data.shards", "ray.storage_path")
     assert {k: v for k, v in spec.config.flat().items() if k not in paths} == \
         {k: v for k, v in demo.flat().items() if k not in paths}
-    from emonet_dist.demo import TARGET, TRANSFER
+    from emonet_dist.demo import TARGET, demo_spec_path
 
-    arms = {s["mode"]: s for s in spec.steps if s["run"] == "transfer"}
-    assert set(arms) == {"adapters", "scratch"} and all(a["corpus"] == TARGET for a in arms.values())
-    assert all(a["overrides"] == list(TRANSFER) for a in arms.values())
+    arms = {s.mode: s for s in spec.steps if s.run == "transfer"}
+    assert set(arms) == {"adapters", "scratch"} and all(a.corpus == TARGET for a in arms.values())
+    # the steps are those of the shipped demo spec (`emonet demo`), transfer overrides included
+    shipped = load_spec(demo_spec_path())
+    assert spec.steps == shipped.steps
+    assert len({a.overrides for a in arms.values()}) == 1 and all(a.overrides for a in arms.values())  # fair
 
 
 def test_sweep_spec_embeds_the_lr_lambda_space():
     spec = load_spec(ROOT / "jobs" / "submit" / "sweep-lr-lambda.job.yaml")
-    (tune,) = [s for s in spec.steps if s["run"] == "tune"]
-    assert tune["space"] == yaml.safe_load((ROOT / "jobs" / "spaces" / "lr_lambda.yaml").read_text())
+    (tune,) = [s for s in spec.steps if s.run == "tune"]
+    assert tune.space == yaml.safe_load((ROOT / "jobs" / "spaces" / "lr_lambda.yaml").read_text())
 
 
 def test_voxceleb_spec_streams_resampled_speaker_shards_from_object_storage():
@@ -145,7 +151,7 @@ def test_voxceleb_spec_streams_resampled_speaker_shards_from_object_storage():
     (vox,) = spec.config.data.corpora
     assert (vox.task, vox.epoch_mode) == ("speaker", "resampled")
     assert spec.config.data.shards.startswith("pipe:") and "{path}" in spec.config.data.shards
-    assert [s["mode"] for s in spec.steps if s["run"] == "transfer"] == ["adapters", "adapters"]
+    assert [s.mode for s in spec.steps if s.run == "transfer"] == ["adapters", "adapters"]
 
 
 def _write(tmp_path: Path, **changes) -> Path:

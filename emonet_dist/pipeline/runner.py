@@ -1,0 +1,90 @@
+"""The one step runner: a job spec's steps, in order, in this process.
+
+``emonet jobs run SPEC`` calls it directly, a job submitted with ``emonet submit`` calls it in the job's driver on
+the cluster, and ``emonet demo`` calls it with the shipped demo spec. Every finished run is handed to
+``on_record`` (the CLI prints it as a marker line, ``MARKER`` + JSON, which ``emonet submit --follow`` finds in
+the job's logs to print the MLflow links).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config
+from .spec import JobSpec
+from .steps import STEPS, JobContext
+
+log = logging.getLogger(__name__)
+MARKER = "@@emonet-run "
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a job made: one record per run (in order), the runs and reports by step id, the wall time."""
+
+    records: list[dict]
+    runs: dict[str, Any]
+    reports: dict[str, dict]
+    seconds: float
+
+
+def marker_line(record: dict) -> str:
+    return MARKER + json.dumps(record)
+
+
+def job_config(cfg: Config) -> Config:
+    """The spec's config where it runs: inside a Ray job, the job's runtime_env names the MLflow server
+    (``MLFLOW_TRACKING_URI``) and the cluster (``RAY_ADDRESS``) unless the config does."""
+    values: dict[str, Any] = {}
+    if not cfg.tracking.uri and os.environ.get("MLFLOW_TRACKING_URI"):
+        values["tracking.uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    if not cfg.ray.address and os.environ.get("RAY_ADDRESS"):
+        values["ray.address"] = "auto"
+    return cfg.replace(values) if values else cfg
+
+
+def job_tags(spec: JobSpec) -> dict[str, str]:
+    """Tags of every run of the job: its name and, in a submitted job, the submission id (from the job's
+    metadata, which reaches the driver in Ray's job-config variable)."""
+    tags = {"emonet_job": spec.name}
+    try:
+        meta = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("metadata") or {}
+        tags.update({"ray_submission_id": meta["emonet_submission_id"]} if "emonet_submission_id" in meta else {})
+    except (ValueError, AttributeError):
+        pass
+    return tags
+
+
+def _experiment_id(rec: dict) -> str | None:
+    from .. import tracking
+
+    if not rec["mlflow_run_id"] or not rec["tracking_uri"]:
+        return None
+    try:
+        return tracking.client(rec["tracking_uri"]).get_run(rec["mlflow_run_id"]).info.experiment_id
+    except Exception:  # noqa: BLE001 - the link is a convenience; the run id is recorded anyway
+        return None
+
+
+def run_spec(spec: JobSpec, on_record: Callable[[dict], None] | None = None) -> JobOutcome:
+    """Run the steps in order; returns what they made. A failing step raises and stops the job."""
+    t0 = time.time()
+    ctx = JobContext(spec, job_config(spec.config), job_tags(spec))
+    records = []
+    for step in spec.steps:
+        log.info("[job %s] step %s: %s", spec.name, step.id, step.run)
+        rec = STEPS[step.run](step, ctx)
+        if rec is None:
+            continue
+        rec["experiment_id"] = _experiment_id(rec)
+        records.append(rec)
+        log.info("[job %s] step %s: %s in %s", spec.name, step.id, rec["run"], rec["dir"])
+        if on_record:
+            on_record(rec)
+    return JobOutcome(records, ctx.runs, ctx.reports, time.time() - t0)
