@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import re
 import sys
@@ -24,6 +23,7 @@ from . import cli_jobs as j
 from .cli_parser import Parser
 from .config import Config
 from .errors import EmonetError
+from .log import setup_console
 
 CONFIG_FLAGS: dict[str, dict[str, str | tuple[str, str]]] = {
     "corpus prepare": {
@@ -299,6 +299,11 @@ def _job_parsers(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="emonet", description="Distributed multi-corpus speech emotion recognition (EmoNet).")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
+                      help="print warnings and results only, no progress lines")
+    loud.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity",
+                      help="also print debug lines, with time and logger name")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     for add in (_corpus_parsers, _training_parsers, _bundle_parsers, _evaluation_parsers, _job_parsers):
         add(sub)
@@ -311,28 +316,6 @@ def _is_override(arg: str) -> bool:
     return bool(m) and m.group(1) in {f.name for f in dataclasses.fields(Config)}
 
 
-class _Console(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a record comes (tests and Ray replace it)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def _console_logging() -> None:
-    """The library logs; the console shows its progress lines (stderr, so stdout stays parseable)."""
-    logger = logging.getLogger("emonet_dist")
-    if not any(isinstance(h, _Console) for h in logger.handlers):
-        handler = _Console()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -341,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in argv if _is_override(a)]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
-    _console_logging()
+    setup_console(args.verbosity)
     try:
         return int(args.func(args) or 0)
     except EmonetError as exc:

@@ -1,7 +1,8 @@
 """Logging: library code logs through ``logging.getLogger(__name__)``; only the CLI decides what reaches the console.
 
-- :func:`setup_console` (called once by the CLI): progress and result lines as plain text on stdout, warnings and
-  errors on stderr; ``--quiet`` keeps warnings only, ``--verbose`` adds debug lines with time and logger name.
+- :func:`setup_console` (called once by the CLI): progress lines as plain text and warnings and errors with a
+  prefix, all on stderr, so that stdout carries only a command's results and stays parseable; ``--quiet`` keeps
+  warnings only, ``--verbose`` adds debug lines with time and logger name.
 - Ray workers run in other processes: the driver passes the level on in ``EMONET_LOG_LEVEL`` (see
   :func:`worker_env`), and :func:`setup_worker` installs one handler on the worker's own stdout, which Ray
   forwards to the driver once (Ray Train patches ``print`` in workers, which used to print every line twice).
@@ -28,20 +29,28 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-class _MaxLevel(logging.Filter):
-    def __init__(self, below: int):
-        super().__init__()
-        self.below = below
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (pytest and Ray replace it after set-up)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < self.below
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
-class _PlainWarnings(logging.Formatter):
-    """Warnings and errors on the console start with ``warning:`` / ``error:``, as the CLI's own messages do."""
+class _Console(logging.Formatter):
+    """Progress lines as they are; warnings and errors start with ``warning:`` / ``error:``, as the CLI's own
+    messages do."""
+
+    def __init__(self, verbose: bool):
+        super().__init__("%(asctime)s %(name)s: %(message)s" if verbose else "%(message)s", "%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {super().format(record)}"
+        text = super().format(record)
+        return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
 
 
 def level_for(verbosity: int) -> int:
@@ -49,26 +58,19 @@ def level_for(verbosity: int) -> int:
     return logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
 
 
-def setup_console(verbosity: int = 0, stdout=None, stderr=None) -> int:
+def setup_console(verbosity: int = 0) -> int:
     """Route the package's log records to the console (the CLI calls this once); returns the level set.
 
-    Info and debug lines go to stdout as they are (they are the progress lines users read and scripts grep);
-    warnings and errors go to stderr with a prefix. The level is also exported in ``EMONET_LOG_LEVEL`` for the
-    processes the CLI starts (Ray workers, job drivers)."""
+    The level is also exported in ``EMONET_LOG_LEVEL`` for the processes the CLI starts (Ray workers, job
+    drivers)."""
     level = level_for(verbosity)
     root = logging.getLogger(ROOT)
     for h in [h for h in root.handlers if getattr(h, _CONSOLE, False)]:
         root.removeHandler(h)
-    fmt = "%(asctime)s %(name)s: %(message)s" if verbosity > 0 else "%(message)s"
-    out = logging.StreamHandler(stdout or sys.stdout)
-    out.setFormatter(logging.Formatter(fmt, "%H:%M:%S"))
-    out.addFilter(_MaxLevel(logging.WARNING))
-    err = logging.StreamHandler(stderr or sys.stderr)
-    err.setLevel(logging.WARNING)
-    err.setFormatter(_PlainWarnings("%(message)s"))
-    for h in (out, err):
-        setattr(h, _CONSOLE, True)
-        root.addHandler(h)
+    handler = _Stderr()
+    handler.setFormatter(_Console(verbosity > 0))
+    setattr(handler, _CONSOLE, True)
+    root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False  # Ray and MLflow configure the root logger; our lines are printed once, here
     os.environ[LEVEL_ENV] = logging.getLevelName(level)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import subprocess
@@ -34,30 +33,38 @@ def _emit():
     (-1, [], ["a debug line", "[shard x] up to date"]),
     (1, ["a debug line", "emonet_dist.data.shards: [shard x] up to date"], []),
 ])
-def test_console_levels_follow_quiet_and_verbose(verbosity, shown, hidden):
-    out, err = io.StringIO(), io.StringIO()
-    log.setup_console(verbosity, out, err)
+def test_console_levels_follow_quiet_and_verbose(verbosity, shown, hidden, capsys):
+    log.setup_console(verbosity)
     _emit()
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout carries a command's results only
     for text in shown:
-        assert text in out.getvalue()
+        assert text in err
     for text in hidden:
-        assert text not in out.getvalue()
-    # warnings always reach stderr, never stdout (stdout stays parseable)
-    assert err.getvalue() == "warning: 3 utterance(s) could not be read\n"
-    assert "could not be read" not in out.getvalue()
+        assert text not in err
+    assert "warning: " in err and "3 utterance(s) could not be read" in err  # warnings always, with a prefix
     assert os.environ[log.LEVEL_ENV] == logging.getLevelName(log.level_for(verbosity))
 
 
-def test_setting_up_twice_prints_each_line_once():
-    out = io.StringIO()
-    log.setup_console(0, out, io.StringIO())
-    log.setup_console(0, out, io.StringIO())
+def test_setting_up_twice_prints_each_line_once(capsys):
+    log.setup_console(0)
+    log.setup_console(0)
     logging.getLogger("emonet_dist.x").info("once")
-    assert out.getvalue() == "once\n"
+    assert capsys.readouterr().err == "once\n"
+
+
+def test_the_cli_flags_set_the_level(capsys):
+    from emonet_dist.cli import main
+
+    assert main(["-q", "corpus", "recipes"]) == 0
+    assert os.environ[log.LEVEL_ENV] == "WARNING"
+    assert main(["--verbose", "corpus", "recipes"]) == 0
+    assert os.environ[log.LEVEL_ENV] == "DEBUG"
+    assert "ravdess" in capsys.readouterr().out
 
 
 def test_a_run_log_file_gets_the_lines_of_its_block_only(tmp_path):
-    log.setup_console(0, io.StringIO(), io.StringIO())
+    log.setup_console(0)
     lg = logging.getLogger("emonet_dist.train.launch")
     lg.info("before")
     with log.run_log(tmp_path / "logs" / "driver.log") as path:

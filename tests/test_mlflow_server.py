@@ -67,20 +67,18 @@ def mlflow_server(tmp_path):
 
 
 def test_tiny_demo_against_a_tracking_server(mlflow_server, synth_set, tmp_path, ray_local):
-    from emonet_dist.config import Config
     from emonet_dist.demo import run_demo
-    from emonet_dist.runs import parent_run
 
     corpora_dir, reports, _ = synth_set
     out = tmp_path / "demo"
     (out / "corpora").mkdir(parents=True)
     for name in [*reports, "raw"]:  # reuse the session's synthetic corpora instead of rebuilding them
         os.symlink(corpora_dir / name, out / "corpora" / name)
-    (out / "corpora" / "demo.json").write_text(json.dumps({"seed": 0}))
-    # the job's parent run, as a pipeline runner opens it: every run started inside nests under it
-    job_cfg = Config().replace({"tracking.uri": mlflow_server}, output_dir=str(out / "runs"))
-    with parent_run(job_cfg, "demo-job", kind="job") as job_id:
-        result = run_demo(out, [*TINY, f"tracking.uri={mlflow_server}"])
+    (out / "corpora" / "synth.json").write_text(json.dumps({"seed": 0}))
+    # the demo runs the shipped job spec through the pipeline runner, which opens the job's parent run
+    result = run_demo(out, [*TINY, f"tracking.uri={mlflow_server}"])
+    job_id = result["outcome"].mlflow_run_id
+    assert job_id
 
     api = f"{mlflow_server}/api/2.0/mlflow"
     exp = _get(api, "/experiments/get-by-name", experiment_name="emonet")["experiment"]

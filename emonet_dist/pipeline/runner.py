@@ -32,6 +32,8 @@ class JobOutcome:
     runs: dict[str, Any]
     reports: dict[str, dict]
     seconds: float
+    mlflow_run_id: str | None = None
+    """The job's own MLflow run, which every run of the job nests under (None with tracking off)."""
 
 
 def marker_line(record: dict) -> str:
@@ -73,18 +75,25 @@ def _experiment_id(rec: dict) -> str | None:
 
 
 def run_spec(spec: JobSpec, on_record: Callable[[dict], None] | None = None) -> JobOutcome:
-    """Run the steps in order; returns what they made. A failing step raises and stops the job."""
+    """Run the steps in order; returns what they made. A failing step raises and stops the job.
+
+    The job is a parent run in MLflow: every run its steps start (and a sweep's trials, one level further down)
+    nests under it, and it ends FAILED when a step fails."""
+    from ..runs import parent_run
+
     t0 = time.time()
     ctx = JobContext(spec, job_config(spec.config), job_tags(spec))
     records = []
-    for step in spec.steps:
-        log.info("[job %s] step %s: %s", spec.name, step.id, step.run)
-        rec = STEPS[step.run](step, ctx)
-        if rec is None:
-            continue
-        rec["experiment_id"] = _experiment_id(rec)
-        records.append(rec)
-        log.info("[job %s] step %s: %s in %s", spec.name, step.id, rec["run"], rec["dir"])
-        if on_record:
-            on_record(rec)
-    return JobOutcome(records, ctx.runs, ctx.reports, time.time() - t0)
+    name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with parent_run(ctx.config, name, kind="job", tags=ctx.tags) as job_run_id:
+        for step in spec.steps:
+            log.info("[job %s] step %s: %s", spec.name, step.id, step.run)
+            rec = STEPS[step.run](step, ctx)
+            if rec is None:
+                continue
+            rec["experiment_id"] = _experiment_id(rec)
+            records.append(rec)
+            log.info("[job %s] step %s: %s in %s", spec.name, step.id, rec["run"], rec["dir"])
+            if on_record:
+                on_record(rec)
+    return JobOutcome(records, ctx.runs, ctx.reports, time.time() - t0, job_run_id)
