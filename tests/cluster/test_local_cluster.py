@@ -145,8 +145,12 @@ def test_a_submitted_job_succeeds_and_its_run_is_on_the_mlflow_server(cluster, c
     exp = rest(cluster, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=cluster-tests")["experiment"]
     found = rest(cluster, "/api/2.0/mlflow/runs/search",
                  {"experiment_ids": [exp["experiment_id"]], "filter": f"tags.ray_submission_id = '{job_id}'"})["runs"]
-    assert [r["info"]["run_id"] for r in found] == [run_id]
-    run = found[0]
+    # the job's own parent run and its training run, nested under it (both carry the submission's tag)
+    by_kind = {{t["key"]: t["value"] for t in r["data"]["tags"]}["emonet.kind"]: r for r in found}
+    assert sorted(by_kind) == ["job", "train"] and len(found) == 2, [r["info"]["run_id"] for r in found]
+    run = by_kind["train"]
+    assert run["info"]["run_id"] == run_id
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["mlflow.parentRunId"] == by_kind["job"]["info"]["run_id"]
     assert run["info"]["status"] == "FINISHED" and run["info"]["run_name"] == run_name
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
