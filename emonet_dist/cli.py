@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
 import sys
 import typing
@@ -324,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in argv if _is_override(a)]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
+    saved = _settings_env()
     setup_console(args.verbosity)
     try:
         return int(args.func(args) or 0)
@@ -333,6 +335,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        _restore_settings_env(saved)
+
+
+# A command exports settings for the processes it starts (EMONET_LOG_LEVEL from -q/-v; MLFLOW_TRACKING_URI from
+# --tracking-uri, which MLflow's own set_tracking_uri exports too). main() puts them back on return, so that a
+# program (or test) that calls it twice does not run the second command with the first one's store or level.
+_SETTINGS_PREFIXES = ("EMONET_", "MLFLOW_")
+
+
+def _settings_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(_SETTINGS_PREFIXES)}
+
+
+def _restore_settings_env(saved: dict[str, str]) -> None:
+    for k in [k for k in os.environ if k.startswith(_SETTINGS_PREFIXES) and k not in saved]:
+        del os.environ[k]
+    os.environ.update(saved)
 
 
 if __name__ == "__main__":

@@ -87,3 +87,30 @@ def ray_local():
     init_ray(Config())
     yield
     ray.shutdown()
+
+
+# Environment variables that choose where results go or how much is logged. A test that changes one and leaves it
+# set changes what every later test (and every subprocess it starts) does, so the suite's result would depend on
+# its order: MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI, and a job run later in the same process (or
+# `emonet demo` started from it) then logged into an earlier test's store.
+_GUARDED_ENV = ("MLFLOW_", "EMONET_")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_environment():
+    """Fail a test that leaves a guarded environment variable changed (use ``monkeypatch.setenv``), and restore it
+    so that the tests after it still run in a clean environment."""
+    import os
+
+    before = {k: v for k, v in os.environ.items() if k.startswith(_GUARDED_ENV)}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith(_GUARDED_ENV)}
+    if after == before:
+        return
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    for k in changed:
+        if k in before:
+            os.environ[k] = before[k]
+        else:
+            os.environ.pop(k, None)
+    pytest.fail(f"the test left environment variables changed: {', '.join(changed)} (use monkeypatch.setenv)")

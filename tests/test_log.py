@@ -14,7 +14,8 @@ from emonet_dist import log
 
 @pytest.fixture(autouse=True)
 def _restore_logging(monkeypatch):
-    monkeypatch.delenv(log.LEVEL_ENV, raising=False)
+    monkeypatch.setenv(log.LEVEL_ENV, "")  # recorded, so the value setup_console exports is undone afterwards
+    monkeypatch.delenv(log.LEVEL_ENV)
     root = logging.getLogger(log.ROOT)
     saved = (list(root.handlers), root.level, root.propagate)
     yield
@@ -56,11 +57,14 @@ def test_setting_up_twice_prints_each_line_once(capsys):
 def test_the_cli_flags_set_the_level(capsys):
     from emonet_dist.cli import main
 
+    root = logging.getLogger(log.ROOT)
     assert main(["-q", "corpus", "recipes"]) == 0
-    assert os.environ[log.LEVEL_ENV] == "WARNING"
+    assert root.level == logging.WARNING
     assert main(["--verbose", "corpus", "recipes"]) == 0
-    assert os.environ[log.LEVEL_ENV] == "DEBUG"
+    assert root.level == logging.DEBUG
     assert "ravdess" in capsys.readouterr().out
+    # the exported level is for the processes a command starts; main() leaves the caller's environment as it was
+    assert log.LEVEL_ENV not in os.environ
 
 
 def test_a_run_log_file_gets_the_lines_of_its_block_only(tmp_path):
