@@ -144,7 +144,7 @@ def cmd_transfer(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from .tuning import load_space, print_table, run_sweep
+    from .tuning import format_table, load_space, run_sweep
 
     if args.resume:
         summary = run_sweep(Config(), {}, resume=args.resume)
@@ -153,7 +153,7 @@ def cmd_tune(args) -> int:
             raise EmonetError("emonet tune needs CONFIG.yaml and --space SPACE.yaml (or --resume SWEEP_DIR)")
         cfg = config_from_args(args)
         summary = run_sweep(cfg, load_space(args.space))
-    print_table(summary)
+    print(format_table(summary))
     print(f"sweep directory: {summary['sweep_dir']} (results.csv, objective.png, best_config.yaml)")
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -24,6 +25,8 @@ from .config import Config
 from .errors import ConfigError, EmonetError, short, short_name
 from .runs.store import RUN_JSON, absolute_paths, read_run_json, run_dir_of
 from .runs.tracked import start_mlflow_run
+
+log = logging.getLogger(__name__)
 
 SWEEP_JSON = "sweep.json"
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "quniform": 3, "qloguniform": 3, "randint": 2, "choice": 1,
@@ -125,7 +128,7 @@ def run_trial(config: dict, base: dict, sweep: str, parent_run_id: str | None) -
     if info.get("status") == "FINISHED":
         # the run finished but the sweep was stopped before Tune recorded it: report its result, train nothing
         metrics = info.get("metrics") or {}
-        print(f"[tune] trial {trial}: run {done.name} already finished; reporting its result", flush=True)
+        log.info("[tune] trial %s: run %s already finished; reporting its result", trial, done.name)
         tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         return
     run_training(cfg, run_name=f"{sweep}-{trial}", parent_run_id=parent_run_id,
@@ -166,7 +169,7 @@ def run_sweep(cfg: Config, space: dict, resume: str | None = None) -> dict:
         info = {"name": name, "config": cfg.to_dict(), "space": space, "metric": metric, "parent_run_id": parent,
                 "tracking_uri": tracking.tracking_uri(cfg) if cfg.tracking.enabled else None}
         (sweep_dir / SWEEP_JSON).write_text(json.dumps(info, indent=1))
-    print(f"[tune] sweep {info['name']}: {sweep_dir} (if interrupted: emonet tune --resume {sweep_dir})", flush=True)
+    log.info("[tune] sweep %s: %s (if interrupted: emonet tune --resume %s)", info["name"], sweep_dir, sweep_dir)
     init_ray(cfg)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=cfg.to_dict(), sweep=info["name"], parent_run_id=info["parent_run_id"]),
@@ -278,16 +281,18 @@ def _log_parent(summary: dict, sweep_dir: Path) -> None:
     client.set_terminated(run_id, "FINISHED")
 
 
-def print_table(summary: dict) -> None:
+def format_table(summary: dict) -> str:
+    """The sweep's trials as a text table (what ``emonet tune`` prints)."""
     keys = list(summary["space"])
     head = ["trial", *keys, "objective", "status", "stopped early", "steps"]
-    print("  ".join(f"{h:>14s}" for h in head))
+    lines = ["  ".join(f"{h:>14s}" for h in head)]
     for r in summary["trials"]:
         vals = [r["trial"][-14:], *[_fmt(r[k]) for k in keys], f"{r['objective']:.4f}", r["status"],
                 "yes" if r["stopped_early"] else "no", str(r["steps"])]
-        print("  ".join(f"{v:>14s}" for v in vals))
+        lines.append("  ".join(f"{v:>14s}" for v in vals))
     if summary["best"]:
-        print(f"best: {summary['best']['trial']} objective {summary['best']['objective']:.4f}")
+        lines.append(f"best: {summary['best']['trial']} objective {summary['best']['objective']:.4f}")
+    return "\n".join(lines)
 
 
 def _fmt(v) -> str:

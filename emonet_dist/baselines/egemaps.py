@@ -23,6 +23,7 @@ MLflow (``tracking_uri(cfg)``: ``sqlite:///<output_dir>/mlflow.db`` by default) 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from ..metrics import scores
 from ..runs import Run, RunResult, absolute_paths, write_predictions
 from ..runs.inputs import manifest_partitions
 from . import features, svm
+
+logger = logging.getLogger(__name__)
 
 NAME = "egemaps-svm"
 
@@ -213,9 +216,9 @@ def _fit_all(corpora: list[Corpus], run_dir: Path, cache_dir: Path, bcfg: Egemap
         final[tracking.metric_key("dev_uar_best", c.spec.name)] = res["dev_uar"]
         final[tracking.metric_key("chosen_c", c.spec.name)] = res["chosen_c"]
         log.log_params({f"baseline.chosen_c.{key}": res["chosen_c"]})
-        print(f"[{NAME}] {c.spec.name}: C={res['chosen_c']:g} dev UAR {res['dev_uar']:.4f} -> test UAR "
-              f"{res['test']['uar']:.4f}, WA {res['test']['wa']:.4f} (features {feat_info['seconds']:.1f} s"
-              f"{', cached' if feat_info['cached'] else ''}; SVM {res['svm_seconds']:.1f} s)", flush=True)
+        logger.info(f"[{NAME}] {c.spec.name}: C={res['chosen_c']:g} dev UAR {res['dev_uar']:.4f} -> test UAR "
+                    f"{res['test']['uar']:.4f}, WA {res['test']['wa']:.4f} (features {feat_info['seconds']:.1f} s"
+                    f"{', cached' if feat_info['cached'] else ''}; SVM {res['svm_seconds']:.1f} s)")
 
     # [5] outputs
     (run_dir / "baseline.json").write_text(json.dumps({"baseline": NAME, "corpora": results}, indent=1))

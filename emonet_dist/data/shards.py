@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -36,6 +37,8 @@ from ..progress import Progress
 from . import remote
 from .index_schema import check_index
 from .remote import UrlPolicy, read_bytes, shard_url, short  # noqa: F401 - shard_url, read_bytes: API
+
+log = logging.getLogger(__name__)
 
 INDEX = "index.json"
 FORMAT_VERSION = 1
@@ -211,7 +214,7 @@ def shard_corpus(corpus_dir: str | Path, out: str | Path, cfg: ShardConfig = Sha
     if index_path.is_file() and not force:
         old = json.loads(index_path.read_text())
         if old.get("fingerprint") == fp:
-            print(f"[shard {corpus}] up to date ({index_path})", flush=True)
+            log.info("[shard %s] up to date (%s)", corpus, index_path)
             return old
     plan_file = prog_dir / "plan.json"
     if plan_file.is_file() and not force:
@@ -260,8 +263,8 @@ def shard_corpus(corpus_dir: str | Path, out: str | Path, cfg: ShardConfig = Sha
     index["seconds"] = round(time.time() - t0, 2)
     _atomic_json(index_path, index)
     if index["failed"]:
-        print(f"[shard {corpus}] warning: {len(index['failed'])} utterance(s) could not be read and are not in the "
-              f"shards; they are listed under 'failed' in {index_path}", flush=True)
+        log.warning("[shard %s] %d utterance(s) could not be read and are not in the shards; they are listed under "
+                    "'failed' in %s", corpus, len(index["failed"]), index_path)
     return index
 
 

@@ -158,10 +158,10 @@ def transfer(step: TransferStep, ctx: JobContext) -> dict:
 
 
 def tune(step: TuneStep, ctx: JobContext) -> dict:
-    from ..tuning import print_table, run_sweep
+    from ..tuning import format_table, run_sweep
 
     summary = run_sweep(ctx.config.override(*step.overrides), dict(step.space))
-    print_table(summary)
+    log.info("%s", format_table(summary))
     return record(step, Path(summary["sweep_dir"]).name, summary["sweep_dir"], summary.get("parent_run_id"),
                   summary.get("tracking_uri"))
 

@@ -9,6 +9,7 @@ final metrics), ``metrics.jsonl`` (the metric journal), ``predictions/``, ``best
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -16,8 +17,11 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import EmonetError
+from ..log import worker_env
 from ..runs import Run, RunResult, absolute_paths, read_partitions
 from ..runs.store import RUN_JSON, run_dir_of
+
+log = logging.getLogger(__name__)
 
 # Ray Train V2 polls workers every 2 s by default, which makes every ray.train.report block that long.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
@@ -35,7 +39,7 @@ def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     os.environ.update(RAY_ENV)
-    env = {"env_vars": dict(RAY_ENV)}
+    env = {"env_vars": {**RAY_ENV, **worker_env()}}  # worker_env: the CLI's log level, for the workers
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, runtime_env=env, log_to_driver=True)
     else:
@@ -163,7 +167,7 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         cfg = run.cfg
         init_ray(cfg)
         wait_for_resources(cfg)
-        print(f"[train] resuming run {run.name} ({run.dir})", flush=True)
+        log.info("[train] resuming run %s (%s)", run.name, run.dir)
     else:
         cfg = absolute_paths(cfg)
         if not cfg.data.corpora:

@@ -23,6 +23,7 @@ import torch
 
 from ..config import Config
 from ..data.schedule import RoundRobinSchedule
+from ..log import setup_worker as worker_logging
 from ..tracking import metric_key
 from .checkpoint import report_checkpoint, restore
 from .dev_eval import evaluate_dev
@@ -38,6 +39,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
 
     entered = time.time()  # setup/loop/final seconds in the final metrics say where a run's time went
+    worker_logging()  # progress lines to this process's stdout (Ray forwards it), at the driver's CLI level
     # [1] config, rank, device  [2] data  [3] model and optimiser: what stays fixed for the run ---------------
     w = setup_worker(Config.from_dict(config["cfg"]), config["run"])
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from ..tracking import RunLogger
 from .distributed import use_global_batchnorm, world
 from .lr import PlateauSchedule, StageSchedule, make_schedule
 from .streams import CorpusData, corpus_data
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def say(message: str) -> None:
-    """One line of progress from a worker. Ray Train (v2) patches ``print`` in workers to go through its
-    logger and, when ``sys.stdout`` is wrapped, to the stream as well, so every line reached the console twice;
-    writing to the process's own stdout (which Ray forwards to the driver) prints it once."""
-    stream = sys.__stdout__ or sys.stdout
-    stream.write(message + "\n")
-    stream.flush()
+    """One line of progress from a worker, through logging: :func:`emonet_dist.log.setup_worker` (called when the
+    worker starts) writes the package's records to the process's own stdout, which Ray forwards to the driver once
+    (Ray Train patches ``print`` in workers, which printed every line twice)."""
+    log.info("%s", message)
 
 
 def quiet_ray_train_reports() -> None:
