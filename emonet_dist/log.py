@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = "emonet_dist"
 LEVEL_ENV = "EMONET_LOG_LEVEL"
+_SAVED_LEVEL = "_emonet_saved_level"
 _CONSOLE = "_emonet_console"  # marks the handlers this module installed, so setting up twice replaces them
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -53,6 +54,14 @@ class _Console(logging.Formatter):
         return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
 
 
+def console_is_interactive() -> bool:
+    """True when the CLI's console goes to a terminal and shows progress (info level): progress bars then redraw
+    in place (:mod:`emonet_dist.progress`); anywhere else progress is logged as lines."""
+    console = [h for h in logging.getLogger(ROOT).handlers if isinstance(h, _Stderr)]
+    return bool(console) and console[0].level <= logging.INFO and bool(getattr(sys.stderr, "isatty", None)) \
+        and sys.stderr.isatty()
+
+
 def level_for(verbosity: int) -> int:
     """-1 (``--quiet``): warnings only; 0: progress lines; 1 (``--verbose``): debug lines too."""
     return logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
@@ -69,9 +78,10 @@ def setup_console(verbosity: int = 0) -> int:
         root.removeHandler(h)
     handler = _Stderr()
     handler.setFormatter(_Console(verbosity > 0))
+    handler.setLevel(level)
     setattr(handler, _CONSOLE, True)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(min(level, logging.INFO))  # a run's log file keeps the progress lines that --quiet hides
     root.propagate = False  # Ray and MLflow configure the root logger; our lines are printed once, here
     os.environ[LEVEL_ENV] = logging.getLevelName(level)
     return level
@@ -92,28 +102,44 @@ def setup_worker() -> None:
         root.removeHandler(h)
     handler = logging.StreamHandler(sys.__stdout__ or sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(level)
     setattr(handler, _CONSOLE, True)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(min(level, logging.INFO))  # the worker's log file keeps info lines
     root.propagate = False
 
 
-@contextlib.contextmanager
-def run_log(path: str | Path) -> Iterator[Path]:
-    """Copy the package's log lines into ``path`` while the block runs (info and up, debug with ``--verbose``;
-    info when nothing set a level, as when the package is used as a library)."""
+def start_file_log(path: str | Path) -> logging.Handler:
+    """Start copying the package's log lines into ``path`` (appended: a resumed run continues its file) at the
+    level the console uses (info when nothing set a level, as when the package is used as a library); stop with
+    :func:`stop_file_log`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FILE_FORMAT))
     root = logging.getLogger(ROOT)
-    old = root.level
-    if old == logging.NOTSET:
+    setattr(handler, _SAVED_LEVEL, root.level)
+    if root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     root.addHandler(handler)
+    return handler
+
+
+def stop_file_log(handler: logging.Handler | None) -> None:
+    """Stop a :func:`start_file_log` copy and close its file (None: nothing to stop)."""
+    if handler is None:
+        return
+    root = logging.getLogger(ROOT)
+    root.removeHandler(handler)
+    handler.close()
+    root.setLevel(getattr(handler, _SAVED_LEVEL, root.level))
+
+
+@contextlib.contextmanager
+def run_log(path: str | Path) -> Iterator[Path]:
+    """Copy the package's log lines into ``path`` while the block runs (see :func:`start_file_log`)."""
+    handler = start_file_log(path)
     try:
-        yield path
+        yield Path(path)
     finally:
-        root.removeHandler(handler)
-        handler.close()
-        root.setLevel(old)
+        stop_file_log(handler)

@@ -114,3 +114,17 @@ def _no_leaked_environment():
         else:
             os.environ.pop(k, None)
     pytest.fail(f"the test left environment variables changed: {', '.join(changed)} (use monkeypatch.setenv)")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_log_handlers():
+    """Detach and close the log handlers a test left on the package's logger (a run created and never finished
+    keeps copying lines into its ``logs/driver.log``), so later tests' lines do not land in an old run's file."""
+    import logging
+
+    root = logging.getLogger("emonet_dist")
+    before = list(root.handlers)
+    yield
+    for h in [h for h in root.handlers if h not in before]:
+        root.removeHandler(h)
+        h.close()

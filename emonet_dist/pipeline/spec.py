@@ -217,7 +217,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), pro
                               f"(groups: {short_list(sorted(known))})")
         raw_steps = [st for st in raw_steps if st.get("group") in wanted]
     check_vars(data, raw_steps, profile, path, runs_here)
-    return JobSpec(spec.name or path.stem.removesuffix(".job"), spec.description, cfg,
+    name = check_name(spec.name or path.stem.removesuffix(".job"), f"{path}: job name")  # names runs and files
+    return JobSpec(name, spec.description, cfg,
                    typed_steps(raw_steps, cfg, path, user), dict(spec.runtime_env), spec.entrypoint_num_cpus)
 
 

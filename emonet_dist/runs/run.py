@@ -18,12 +18,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import tracking
+from .. import log, tracking
 from ..config import Config
 from . import store, tracked
 
 TRACKING_ERROR = "tracking_error.txt"
 PARTITIONS = "partitions.json"
+LOGS = "logs"
+"""The run's log files: ``driver.log`` (the process that started the run) and ``rank<N>.log`` (training workers);
+logged to the MLflow run as artifacts under ``logs/`` when it finishes."""
 
 
 @dataclass
@@ -47,6 +50,8 @@ class Run:
     mlflow_run_id: str | None
     fields: dict = field(default_factory=dict)
     """Extra ``run.json`` fields kept for the whole run (e.g. ``kind``, ``baseline``)."""
+    log_handler: object = field(default=None, repr=False, compare=False)
+    """The handler copying this process's log lines into ``logs/driver.log`` (:meth:`start_log`)."""
 
     @classmethod
     def create(cls, cfg: Config, name: str | None = None, kind: str = "train", tags: dict[str, str] | None = None,
@@ -62,6 +67,7 @@ class Run:
         uri = tracking.tracking_uri(cfg) if cfg.tracking.enabled else None
         run_id = tracked.start_mlflow_run(cfg, name, kind, tags, parent_run_id, parts) if uri else None
         run = cls(name, run_dir, cfg, uri, run_id, dict(fields or {}))
+        run.start_log()
         run.write_status("RUNNING")
         if parts is not None:
             run.write_partitions(parts)
@@ -100,6 +106,11 @@ class Run:
         if self.tracking_uri and self.mlflow_run_id:
             tracking.quietly(lambda: tracking.client(self.tracking_uri).log_artifact(self.mlflow_run_id, str(path)))
 
+    def start_log(self) -> None:
+        """Copy this process's log lines into ``logs/driver.log`` until :meth:`finish` (appended on resume)."""
+        if self.log_handler is None:
+            self.log_handler = log.start_file_log(self.dir / LOGS / "driver.log")
+
     def tracking_error(self) -> str | None:
         """Why MLflow logging failed during the run (``tracking_error.txt``), or None."""
         path = self.dir / TRACKING_ERROR
@@ -111,6 +122,11 @@ class Run:
         if tracking_error:
             store.atomic_write_text(self.dir / TRACKING_ERROR, tracking_error.strip() + "\n")
         self.write_status("FINISHED" if ok else "FAILED", **fields)
+        log.stop_file_log(self.log_handler)
+        self.log_handler = None
+        if self.tracking_uri and self.mlflow_run_id and (self.dir / LOGS).is_dir():
+            tracking.quietly(lambda: tracking.client(self.tracking_uri).log_artifacts(self.mlflow_run_id,
+                                                                                       str(self.dir / LOGS), LOGS))
         error = self.tracking_error()
         tracked.finish_mlflow_run(self.tracking_uri, self.mlflow_run_id, ok and error is None)
         return error

@@ -24,6 +24,8 @@ from pathlib import Path
 from .. import tracking
 from ..config import Config
 from ..errors import EmonetError, short
+from ..log import start_file_log, stop_file_log
+from ..names import check_name, inside
 from .inputs import dataset_inputs
 
 log = logging.getLogger(__name__)
@@ -99,15 +101,18 @@ def parent_run(cfg: Config, name: str, kind: str = "job", tags: dict[str, str] |
 
     Yields the parent's run id (None when ``cfg.tracking.enabled`` is false). Inside the block
     :data:`PARENT_ENV` holds the id (child processes inherit it); the parent ends FINISHED, or FAILED when the block
-    raises. A parent already set (a job inside a job) becomes this run's own parent.
+    raises. A parent already set (a job inside a job) becomes this run's own parent. The block's log lines go to
+    ``<output_dir>/jobs/<name>/job.log``, an artifact of the parent run.
     """
     if not cfg.tracking.enabled:
         yield None
         return
+    log_file = inside(cfg.output_dir, "jobs", check_name(name, f"{kind} name"), f"{kind}.log")
     uri = tracking.tracking_uri(cfg)
     run_id = start_mlflow_run(cfg, name, kind, tags)
     before = os.environ.get(PARENT_ENV)
     os.environ[PARENT_ENV] = run_id
+    handler = start_file_log(log_file)
     ok = False
     try:
         yield run_id
@@ -117,6 +122,8 @@ def parent_run(cfg: Config, name: str, kind: str = "job", tags: dict[str, str] |
             os.environ.pop(PARENT_ENV, None)
         else:
             os.environ[PARENT_ENV] = before
+        stop_file_log(handler)
+        tracking.quietly(lambda: tracking.client(uri).log_artifact(run_id, str(log_file), "logs"))
         finish_mlflow_run(uri, run_id, ok)
 
 
@@ -130,7 +137,7 @@ def sync_run(run_dir: Path, info: dict, uri: str | None = None) -> int:
     try:
         journal = run_dir / tracking.JOURNAL
         n = tracking.replay_journal(uri, run_id, journal) if journal.is_file() else 0
-        for sub in ("backbone", "bundles", "predictions", "final"):
+        for sub in ("backbone", "bundles", "predictions", "final", "logs"):
             if (run_dir / sub).exists():
                 tracking.client(uri).log_artifacts(run_id, str(run_dir / sub), sub)
         tracking.finish_run(uri, run_id, info.get("status") == "FINISHED")

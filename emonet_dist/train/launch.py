@@ -164,6 +164,7 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
 
     if resume:
         run = Run.open(resume, cfg.output_dir)
+        run.start_log()
         cfg = run.cfg
         init_ray(cfg)
         wait_for_resources(cfg)
@@ -177,27 +178,30 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         wait_for_resources(cfg)  # and a worker group the cluster cannot hold
         kind = "transfer" if cfg.train.init_from else "train"
         run = Run.create(cfg, run_name, kind, extra_tags, parent_run_id, parts)
+        log.info("[train] run %s in %s: %d worker(s), MLflow run %s", run.name, run.dir, cfg.ray.num_workers,
+                 run.mlflow_run_id or "(tracking off)")
     init_ray(cfg)
     backend = cfg.ray.backend if cfg.ray.backend != "auto" else ("nccl" if cfg.ray.gpus_per_worker > 0 else "gloo")
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "run": {"name": run.name, "dir": str(run.dir),
-                                                         "mlflow_run_id": run.mlflow_run_id,
-                                                         "tracking_uri": run.tracking_uri}},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.gpus_per_worker > 0,
-                                               resources_per_worker=worker_resources(cfg)),
-        torch_config=TorchConfig(backend=backend),
-        run_config=ray.train.RunConfig(name=run.name, storage_path=str(storage_path(cfg)),
-                                       failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-                                       callbacks=callbacks or []),
-    )
     try:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"cfg": cfg.to_dict(), "run": {"name": run.name, "dir": str(run.dir),
+                                                             "mlflow_run_id": run.mlflow_run_id,
+                                                             "tracking_uri": run.tracking_uri}},
+            scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.gpus_per_worker > 0,
+                                                   resources_per_worker=worker_resources(cfg)),
+            torch_config=TorchConfig(backend=backend),
+            run_config=ray.train.RunConfig(name=run.name, storage_path=str(storage_path(cfg)),
+                                           failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
+                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                           callbacks=callbacks or []),
+        )
         result = trainer.fit()
         error = result.error
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types
         result, error = None, exc
     ok = error is None
+    log.info("[train] run %s %s", run.name, "finished" if ok else "failed")
     metrics = dict(result.metrics or {}) if result is not None else {}
     checkpoint = result.checkpoint.path if result is not None and result.checkpoint else None
     # the loop's rank 0 writes tracking_error.txt when MLflow failed; finish() reads it

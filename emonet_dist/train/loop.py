@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from ..config import Config
 from ..data.schedule import RoundRobinSchedule
+from ..log import run_log
 from ..log import setup_worker as worker_logging
+from ..runs.run import LOGS
 from ..tracking import metric_key
 from .checkpoint import report_checkpoint, restore
 from .dev_eval import evaluate_dev
@@ -40,6 +43,14 @@ def train_loop_per_worker(config: dict) -> None:
 
     entered = time.time()  # setup/loop/final seconds in the final metrics say where a run's time went
     worker_logging()  # progress lines to this process's stdout (Ray forwards it), at the driver's CLI level
+    rank = ray.train.get_context().get_world_rank()
+    with run_log(Path(config["run"]["dir"]) / LOGS / f"rank{rank}.log"):  # an MLflow artifact of the run
+        run_worker(config, entered)
+
+
+def run_worker(config: dict, entered: float) -> None:
+    import ray.train
+
     # [1] config, rank, device  [2] data  [3] model and optimiser: what stays fixed for the run ---------------
     w = setup_worker(Config.from_dict(config["cfg"]), config["run"])
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -59,11 +61,18 @@ def test_a_run_from_start_to_finish(cfg, tiny_shards):
     assert json.loads(inp.dataset.profile)["utterances"] == {p: v["utterances"]
                                                              for p, v in parts["tiny"]["partitions"].items()}
 
+    logging.getLogger("emonet_dist.train.launch").info("a line of this run")
     assert run.finish(True, metrics={"m": 1.0}) is None
+    logging.getLogger("emonet_dist.train.launch").info("a line after it")
     info = json.loads((run.dir / "run.json").read_text())
     assert info["status"] == "FINISHED" and info["metrics"] == {"m": 1.0}
     assert c.get_run(run.mlflow_run_id).info.status == "FINISHED"
     assert not list(run.dir.glob("*.tmp"))  # atomic writes leave no temporaries
+    # the run's log file, in the run and as an MLflow artifact: the lines of the run, not those after it
+    assert [a.path for a in c.list_artifacts(run.mlflow_run_id, "logs")] == ["logs/driver.log"]
+    text = (Path(c.download_artifacts(run.mlflow_run_id, "logs/driver.log", str(run.dir.parent))).read_text())
+    assert "INFO emonet_dist.train.launch: a line of this run" in text and "after it" not in text
+    assert text == (run.dir / "logs" / "driver.log").read_text()
 
 
 def test_finding_a_run_by_name_path_and_mlflow_id(cfg):
@@ -120,8 +129,14 @@ def test_runs_nest_under_a_parent_run(cfg):
     assert c.get_run(explicit.mlflow_run_id).data.tags["mlflow.parentRunId"] == inner
 
     with pytest.raises(RuntimeError), parent_run(cfg, "job-2") as failing:
+        logging.getLogger("emonet_dist.pipeline.runner").warning("step x failed")
         raise RuntimeError("a step failed")
     assert c.get_run(failing).info.status == "FAILED" and PARENT_ENV not in os.environ
+    # the job's log is an artifact of its parent run, also when it failed
+    log_path = c.download_artifacts(failing, "logs/job.log", str(cfg.output_dir))
+    assert "WARNING emonet_dist.pipeline.runner: step x failed" in Path(log_path).read_text()
+    with pytest.raises(ConfigError, match="not a valid name"), parent_run(cfg, "../../outside"):
+        pass
 
 
 def test_an_existing_experiment_gets_the_training_kind(tmp_path):

@@ -184,6 +184,9 @@ def test_mlflow_holds_the_run_and_a_bundle_reproduces_its_test_uar(reference, sy
                 "bundles/synth2/corpus.safetensors", "bundles/synth2/bundle.json", "bundles/synth4/corpus.json",
                 "predictions/final/synth2.csv", "predictions/best/synth4.csv"):
         assert (dst / rel).is_file(), rel
+    # the run's log files: the driver's, and each worker's with rank 0's progress lines
+    assert "[train] step 12" in (dst / "logs/rank0.log").read_text() and (dst / "logs/rank1.log").is_file()
+    assert "emonet_dist.train.launch" in (dst / "logs/driver.log").read_text()
     parts = json.loads((dst / "partitions.json").read_text())  # the split the run used, speaker-independent
     for corpus in ("synth2", "synth4"):
         spk = {p: set(v["speakers"]) for p, v in parts[corpus]["partitions"].items()}
