@@ -156,12 +156,6 @@ def encode_flac(wave: np.ndarray, sr: int) -> bytes:
     return buf.getvalue()
 
 
-def decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
-    """Encoded audio bytes (FLAC, WAV, ...) -> mono float32 ``(frames,)`` and its rate."""
-    wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return to_mono(wave), sr
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # streaming (``emonet predict``): memory bounded by the block size, whatever the file's length
 # ---------------------------------------------------------------------------------------------------------------

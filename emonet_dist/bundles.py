@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from . import typed
+from . import atomic, typed
 from .errors import EmonetError
 from .model.build import EmoNet
 from .model.weights import backbone_hash, load_corpus, load_model, save_corpus
@@ -112,9 +112,7 @@ def seal_bundle(out: Path, meta: dict) -> Path:
     meta = {k: v for k, v in meta.items() if k != SEAL_KEY}
     seal = {name: _sha256(out / name) for name in FILES}
     seal["bundle.json"] = hashlib.sha256(_canonical(meta)).hexdigest()
-    tmp = out / "bundle.json.tmp"
-    tmp.write_text(json.dumps({**meta, SEAL_KEY: seal}, indent=2) + "\n")
-    os.replace(tmp, out / "bundle.json")
+    atomic.write_text(out / "bundle.json", json.dumps({**meta, SEAL_KEY: seal}, indent=2) + "\n")
     return out
 
 

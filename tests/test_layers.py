@@ -15,7 +15,7 @@ from emonet_testkit import ROOT
 
 # Lowest first. A name stands for the module and everything below it (longest prefix wins).
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["emonet_dist", "emonet_dist.errors", "emonet_dist.typed", "emonet_dist.names",
+    ("foundation", ["emonet_dist", "emonet_dist.atomic", "emonet_dist.errors", "emonet_dist.typed", "emonet_dist.names",
                     "emonet_dist.limits", "emonet_dist.config", "emonet_dist.progress", "emonet_dist.pool",
                     "emonet_dist.log", "emonet_dist.audio",
                     # numpy-only scores: what the training loop reports, the baselines score and evaluation files

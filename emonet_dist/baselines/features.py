@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import atomic
 from ..corpora.manifest import Utterance
 from ..errors import EmonetError
 from ..progress import Progress
@@ -79,11 +80,9 @@ def _load_cache(path: Path, paths: list[str]) -> np.ndarray | None:
 
 
 def _save_cache(path: Path, paths: list[str], x: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:  # a file object, so np.savez does not append ".npz" to the temp name
+    # atomic: concurrent runs on the same corpus never read a half-written cache
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz" then
         np.savez(f, paths=np.asarray(paths), features=x, names=np.asarray(feature_names()))
-    os.replace(tmp, path)  # atomic: concurrent runs on the same corpus never read a half-written cache
 
 
 def extract_all(paths: list[str], jobs: int = 0, label: str = "egemaps", sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -8,12 +8,12 @@ manifest never has to sit in memory as Python objects.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import atomic
 from ..errors import CorpusError, EmonetError, SpeakerLeakageError
 from ..names import check_name
 
@@ -70,13 +70,11 @@ class Skipped:
 
 def write_manifest(rows: Iterable[Utterance], path: Path) -> int:
     """Write rows atomically (temp file + rename); returns the number of rows."""
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic.replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(row.to_json() + "\n")
             n += 1
-    os.replace(tmp, path)
     return n
 
 

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import atomic
 from ..audio import AudioError, is_audio_file, probe_audio
 from ..config import FrontendConfig, PrepareConfig
 from ..errors import CorpusError, EmonetError
@@ -146,9 +147,7 @@ def prepare_corpus(recipe_name: str, raw: str | Path, out: str | Path, cfg: Prep
         "ignored_non_audio": dict(sorted(other.items())),
         "seconds": round(time.time() - t0, 2),
     }
-    tmp = out / (REPORT + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    os.replace(tmp, out / REPORT)
+    atomic.write_text(out / REPORT, json.dumps(report, indent=1, ensure_ascii=False))
     return report
 
 

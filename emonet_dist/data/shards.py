@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import atomic
 from ..audio import AudioError, encode_flac, load_mono
 from ..config import ShardConfig
 from ..corpora.manifest import Utterance, check_speaker_disjoint, iter_manifest
@@ -180,10 +181,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(obj, indent=1, ensure_ascii=False))
 
 
 def shard_corpus(corpus_dir: str | Path, out: str | Path, cfg: ShardConfig = ShardConfig(),

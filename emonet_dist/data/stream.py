@@ -136,10 +136,6 @@ class CorpusStream(IterableDataset):
         n = int(self.include.sum()) if self.include is not None else self.shards.total
         return plan.batches_per_rank(n, self.world, self.batch_size)
 
-    def worker_batch_counts(self, num_workers: int) -> list[int]:
-        b = self.batches_per_epoch()
-        return [len(plan.worker_block(b, w, max(num_workers, 1))) for w in range(max(num_workers, 1))]
-
     # -- iteration --------------------------------------------------------------------------------------------
     def __iter__(self):
         info = get_worker_info()

@@ -7,8 +7,9 @@ Columns: ``id, corpus, label, prediction, prob_<class>...`` (one per class, in t
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
+
+from .. import atomic
 
 
 def write_predictions(path: Path, pred: dict, corpus: str, classes: tuple[str, ...]) -> None:
@@ -17,13 +18,10 @@ def write_predictions(path: Path, pred: dict, corpus: str, classes: tuple[str, .
     Args:
         pred: ``ids`` (N), ``targets`` (N,) class indices, ``probs`` (N, K) posteriors.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic.replacing(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "corpus", "label", "prediction", *[f"prob_{c}" for c in classes]])
         for i, uid in enumerate(pred["ids"]):
             probs = pred["probs"][i]
             w.writerow([uid, corpus, classes[int(pred["targets"][i])], classes[int(probs.argmax())],
                         *[f"{p:.8g}" for p in probs]])
-    os.replace(tmp, path)

@@ -10,12 +10,12 @@ names are identifiers (:func:`emonet_dist.names.check_name`), and a run director
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import time
 from pathlib import Path
 
+from .. import atomic
 from ..config import Config
 from ..errors import EmonetError, short
 from ..names import MAX_LEN, check_name, inside
@@ -25,11 +25,7 @@ STATUSES = ("RUNNING", "FINISHED", "FAILED")
 _MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old or the new content, never a part."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+atomic_write_text = atomic.write_text
 
 
 def new_run_name(cfg: Config) -> str:
