@@ -54,11 +54,17 @@ class _Console(logging.Formatter):
         return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
 
 
+def console_level() -> int | None:
+    """The level of the console :func:`setup_console` installed, or None when there is none."""
+    console = [h for h in logging.getLogger(ROOT).handlers if isinstance(h, _Stderr)]
+    return console[0].level if console else None
+
+
 def console_is_interactive() -> bool:
     """True when the CLI's console goes to a terminal and shows progress (info level): progress bars then redraw
     in place (:mod:`emonet_dist.progress`); anywhere else progress is logged as lines."""
-    console = [h for h in logging.getLogger(ROOT).handlers if isinstance(h, _Stderr)]
-    return bool(console) and console[0].level <= logging.INFO and bool(getattr(sys.stderr, "isatty", None)) \
+    level = console_level()
+    return level is not None and level <= logging.INFO and bool(getattr(sys.stderr, "isatty", None)) \
         and sys.stderr.isatty()
 
 

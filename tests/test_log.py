@@ -57,14 +57,10 @@ def test_setting_up_twice_prints_each_line_once(capsys):
 def test_the_cli_flags_set_the_level(capsys):
     from emonet_dist.cli import main
 
-    def console_level():
-        (h,) = [h for h in logging.getLogger(log.ROOT).handlers if isinstance(h, logging.StreamHandler)]
-        return h.level
-
     assert main(["-q", "corpus", "recipes"]) == 0
-    assert console_level() == logging.WARNING
+    assert log.console_level() == logging.WARNING
     assert main(["--verbose", "corpus", "recipes"]) == 0
-    assert console_level() == logging.DEBUG
+    assert log.console_level() == logging.DEBUG
     assert "ravdess" in capsys.readouterr().out
     # the exported level is for the processes a command starts; main() leaves the caller's environment as it was
     assert log.LEVEL_ENV not in os.environ
