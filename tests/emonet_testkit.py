@@ -77,6 +77,14 @@ def emonet_console_script() -> str:
     return str(exe)
 
 
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's fresh shell, for end-to-end commands: this process's, without the settings
+    that choose where runs go (a tracking URI or parent run exported by the caller, a Ray cluster address)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MLFLOW_") and k not in ("EMONET_PARENT_RUN_ID", "RAY_ADDRESS")}
+    return {**env, **extra}
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, check: bool = True,
             cwd: str | Path | None = None) -> subprocess.CompletedProcess:
     """``python -m emonet_dist.cli ARGS`` in a subprocess (this interpreter); ``check`` asserts exit code 0."""

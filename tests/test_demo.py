@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from emonet_testkit import emonet_console_script
+from emonet_testkit import emonet_console_script, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 def test_demo_runs_and_adapter_transfer_beats_scratch(tmp_path):
     t0 = time.time()
     proc = subprocess.run([emonet_console_script(), "demo", "--out", str(tmp_path / "demo")], cwd=tmp_path, text=True,
+                          env=user_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1700)
     out = proc.stdout
     print(f"emonet demo: exit {proc.returncode} after {time.time() - t0:.0f} s")

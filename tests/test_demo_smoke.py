@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from emonet_dist.demo import demo_spec_path
-from emonet_testkit import emonet_console_script, final_tensors, same_tensors
+from emonet_testkit import emonet_console_script, final_tensors, same_tensors, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 PATHS = ("output_dir", "ray.storage_path", "train.init_from")  # where a run's files are, not what it computes
@@ -26,7 +26,7 @@ PATHS = ("output_dir", "ray.storage_path", "train.init_from")  # where a run's f
 
 def _emonet(*args: str, cwd: Path) -> str:
     t0 = time.time()
-    proc = subprocess.run([emonet_console_script(), *args], cwd=cwd, text=True, stdout=subprocess.PIPE,
+    proc = subprocess.run([emonet_console_script(), *args], cwd=cwd, text=True, env=user_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, timeout=1500)
     print(f"emonet {args[0]}: exit {proc.returncode} after {time.time() - t0:.0f} s")
     assert proc.returncode == 0, proc.stdout[-4000:]

@@ -4,14 +4,13 @@ URDU and EMOVO FLAC files: prepare + shard, eGeMAPS+SVM, scratch, pretraining + 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from emonet_testkit import SHARED_DATA, shared_corpus
+from emonet_testkit import SHARED_DATA, shared_corpus, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.timeout(1800)]  # the job's own budget: 1500 s
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,8 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_realdata_smoke_job_runs_every_method_on_identical_test_partitions(tmp_path):
     shared_corpus("urdu"), shared_corpus("emovo")
     out = tmp_path / "runs"
-    env = {**os.environ, "EMONET_REALDATA": str(SHARED_DATA)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = user_env(EMONET_REALDATA=str(SHARED_DATA))
     res = subprocess.run([sys.executable, "-m", "emonet_dist.cli", "jobs", "run",
                           str(ROOT / "jobs" / "realdata_smoke.job.yaml"), f"output_dir={out}",
                           f"data.shards={out / 'shards'}"], capture_output=True, text=True, env=env, timeout=1500)
