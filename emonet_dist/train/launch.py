@@ -158,9 +158,10 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         if (existing / RUN_JSON).is_file():
             resume = str(existing)
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
     from .loop import train_loop_per_worker
+    from .rendezvous import RendezvousConfig
 
     if resume:
         run = Run.open(resume, cfg.output_dir)
@@ -190,7 +191,7 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
                                                              "tracking_uri": run.tracking_uri}},
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.gpus_per_worker > 0,
                                                    resources_per_worker=worker_resources(cfg)),
-            torch_config=TorchConfig(backend=backend),
+            torch_config=RendezvousConfig(backend=backend),  # the store on the node's Ray address only
             run_config=ray.train.RunConfig(name=run.name, storage_path=str(storage_path(cfg)),
                                            failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
                                            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
