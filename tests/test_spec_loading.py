@@ -132,3 +132,10 @@ def test_jobs_run_refuses_an_unset_variable_before_any_step(tmp_path):
     assert res.returncode == 2, res.stderr[-1000:]
     assert "steps.0(prep-urdu).raw uses $EMONET_REALDATA, which is not set" in res.stderr
     assert "step " not in res.stdout and not (tmp_path / "runs").exists()  # no step started
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "-rf", "x" * 200])
+def test_a_job_name_is_an_identifier(tmp_path, name):
+    """The job's name names its parent run and its log directory (``<output_dir>/jobs/<name>-<time>/``)."""
+    with pytest.raises(ConfigError, match="job name .* is not a valid name"):
+        load_spec(_write(tmp_path, name=name))

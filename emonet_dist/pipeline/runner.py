@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config
+from ..names import MAX_LEN
 from .spec import JobSpec
 from .steps import STEPS, JobContext
 
@@ -84,7 +85,8 @@ def run_spec(spec: JobSpec, on_record: Callable[[dict], None] | None = None) -> 
     t0 = time.time()
     ctx = JobContext(spec, job_config(spec.config), job_tags(spec))
     records = []
-    name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("-%Y%m%d-%H%M%S")
+    name = spec.name[: MAX_LEN - len(stamp)] + stamp  # the parent run's name and its log directory
     with parent_run(ctx.config, name, kind="job", tags=ctx.tags) as job_run_id:
         for step in spec.steps:
             log.info("[job %s] step %s: %s", spec.name, step.id, step.run)
