@@ -22,8 +22,8 @@ from emonet_testkit import MlflowServer, tiny_train_config
 
 pytestmark = pytest.mark.slow
 
-KILL_AT_STEP = 3
-STEPS = 2 * 10  # 2 stages of 10 steps: the run goes on for most of its steps after the kill
+KILL_AT_STEP = 2
+STEPS = 2 * 6  # the tiny run's 2 stages of 6 steps: it goes on for most of its steps after the kill
 
 
 def _kill_when_logged(out: Path, server: MlflowServer, killed: dict) -> None:
@@ -42,8 +42,8 @@ def test_a_server_killed_mid_run_costs_nothing_and_track_sync_completes_the_run(
                                                                               capsys):
     server = MlflowServer(tmp_path / "server").start()
     out = tmp_path / "runs"
-    cfg = tiny_train_config(synth_shards, out, f"tracking.uri={server.uri}", "train.steps_per_stage=10",
-                            "train.eval_every=5", "train.checkpoint_every=5", name="outage")
+    cfg = tiny_train_config(synth_shards, out, f"tracking.uri={server.uri}", "train.checkpoint_every=4",
+                            name="outage")
     config = tmp_path / "outage.yaml"
     config.write_text(cfg.to_yaml())
     killed: dict = {}
@@ -53,7 +53,7 @@ def test_a_server_killed_mid_run_costs_nothing_and_track_sync_completes_the_run(
         # [1] the run completes: exit 0, a warning naming the command that completes the MLflow copy
         assert main(["train", str(config)]) == 0
         watcher.join(5)
-        assert "at" in killed, "the server was never killed: the run ended before step 3 was logged"
+        assert "at" in killed, f"the server was never killed: the run ended before step {KILL_AT_STEP} was logged"
         (run_dir,) = [p.parent for p in out.glob("*/run.json")]
         err = capsys.readouterr().err
         assert "warning: tracking incomplete" in err and f"emonet track sync {run_dir}" in err, err[-2000:]
