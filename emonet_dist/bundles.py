@@ -26,17 +26,13 @@ unpickled.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
@@ -44,18 +40,18 @@ from . import atomic, typed
 from .errors import EmonetError
 from .model.build import EmoNet
 from .model.weights import backbone_hash, load_corpus, load_model, save_corpus
+from .tracking import client as tracking_client
 from .tracking import metric_key
+from .tracking_http import http_limits, probe_tracking_server, server_of
 
 FILES = ("corpus.safetensors", "corpus.json")
 SEALED = (*FILES, "bundle.json")
 SEAL_KEY = "files_sha256"
 REQUIRED = ("corpus", "task", "classes", "frontend", "backbone_sha256")
 
-PROBE_SECONDS = 5.0
-"""How long an http(s) MLflow tracking server has to answer before a download is refused."""
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-"""MLflow's per-request timeout and retries during a download (its defaults: 120 s, 7 retries)."""
+NO_SERVER_HINT = ("start it, fix --tracking-uri / MLFLOW_TRACKING_URI, or pass --backbone DIR / a local bundle "
+                  "directory")
+"""What a user can do when the tracking server a download needs does not answer."""
 
 
 def _sha256(path: Path) -> str:
@@ -231,49 +227,6 @@ def check_against_weights(bundle: Path, meta: dict, model: EmoNet, name: str) ->
 # ---------------------------------------------------------------------------------------------------------------
 # MLflow: bounded in time, temporary downloads removed
 # ---------------------------------------------------------------------------------------------------------------
-def _server(uri: str) -> str:
-    """``scheme://host:port`` of a URI, for messages (no credentials, no path)."""
-    parsed = urlparse(uri)
-    return f"{parsed.scheme}://{parsed.netloc.rsplit('@', 1)[-1]}"[:80]
-
-
-def probe_tracking_server(uri: str, timeout: float = PROBE_SECONDS) -> None:
-    """Fail within ``timeout`` seconds if an ``http(s)`` tracking server does not answer; other stores are local.
-
-    Any HTTP answer (even 401 or 404: auth, a proxy, no ``/health`` route) counts as reachable; a refused
-    connection, a timeout or a socket that accepts but never answers does not.
-    """
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    try:
-        with urllib.request.urlopen(f"{_server(uri)}{parsed.path.rstrip('/')}/health", timeout=timeout):
-            return
-    except urllib.error.HTTPError:
-        return
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", None) or exc or type(exc).__name__
-        raise EmonetError(f"MLflow tracking server {_server(uri)} does not answer within {timeout:g} s "
-                          f"({str(reason)[:60]}); start it, fix --tracking-uri / MLFLOW_TRACKING_URI, or pass "
-                          "--backbone DIR / a local bundle directory") from None
-
-
-@contextmanager
-def _http_limits() -> Iterator[None]:
-    """MLflow's HTTP timeout and retries bounded for one call (values the user set explicitly win)."""
-    saved = {k: os.environ.get(k) for k in HTTP_LIMITS}
-    for k, v in HTTP_LIMITS.items():
-        os.environ.setdefault(k, v)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 @contextmanager
 def mlflow_download(uri: str, tracking_uri: str | None, what: str) -> Iterator[Path]:
     """An MLflow ``runs:/`` or ``models:/`` artifact in a temporary directory that is removed on exit."""
@@ -284,14 +237,14 @@ def mlflow_download(uri: str, tracking_uri: str | None, what: str) -> Iterator[P
         import mlflow
 
         tracking_uri = mlflow.get_tracking_uri()
-    probe_tracking_server(tracking_uri)  # before importing mlflow: an unreachable server fails in seconds
+    probe_tracking_server(tracking_uri, hint=NO_SERVER_HINT)  # before importing mlflow: fails in seconds
     import mlflow
     with tempfile.TemporaryDirectory(prefix="emonet-") as tmp:
-        with _http_limits():
+        with http_limits():
             try:
                 path = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp, tracking_uri=tracking_uri))
             except Exception as exc:  # noqa: BLE001 - registry and store errors vary
-                raise EmonetError(f"cannot fetch {what} {uri[:60]} from MLflow at {_server(tracking_uri)} "
+                raise EmonetError(f"cannot fetch {what} {uri[:60]} from MLflow at {server_of(tracking_uri)} "
                                   f"({str(exc)[:80]}); is the tracking URI right?") from None
         yield path
 
@@ -360,12 +313,11 @@ def register_bundle(bundle: str | Path, name: str, tracking_uri: str, run_id: st
     The bundle's files are logged as artifacts of ``run_id`` (the training run by default) under
     ``registered/<name>``; the version carries the corpus name and label set as tags.
     """
-    import mlflow
-
     bundle = Path(bundle)
     meta = read_bundle_meta(bundle)
     verify_bundle(bundle, meta)
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    probe_tracking_server(tracking_uri)
+    client = tracking_client(tracking_uri)
     run_id = run_id or _run_id_from_backbone_uri(meta)
     if run_id is None:
         raise EmonetError("cannot tell which MLflow run this bundle belongs to; pass --run-id")

@@ -239,7 +239,8 @@ def _evaluation_parsers(sub) -> None:
 
     track = sub.add_parser("track", help="MLflow housekeeping")
     tsub = track.add_subparsers(dest="track_command", required=True, parser_class=Parser)
-    sync = tsub.add_parser("sync", help="replay a run's metric journal and artifacts after an MLflow outage")
+    sync = tsub.add_parser("sync", help="complete a run's MLflow copy after an outage: the journal's missing "
+                                        "metric points, artifacts, status (safe to repeat)")
     sync.add_argument("run", metavar="RUN", help="run directory or name")
     sync.add_argument("--tracking-uri", help="default: the URI the run was started with")
     sync.add_argument("--output-dir", default="runs")

@@ -127,7 +127,16 @@ def cmd_train(args) -> int:
             print(f"  {k:40s} {v:.4f}")
     if result.mlflow_run_id:
         print(f"  mlflow run {result.mlflow_run_id} at {result.tracking_uri}")
+    _warn_tracking_incomplete(result)
     return 0
+
+
+def _warn_tracking_incomplete(result) -> None:
+    """The run finished, but its MLflow copy did not: say so last, with the command that completes it."""
+    if result.tracking_error:
+        print(f"warning: tracking incomplete: run {result.name} finished and everything is in {result.dir}, but its "
+              f"MLflow run is incomplete ({result.tracking_error}); complete it with `emonet track sync {result.dir}` "
+              "once the tracking server is reachable", file=sys.stderr)
 
 
 def cmd_transfer(args) -> int:
@@ -140,6 +149,7 @@ def cmd_transfer(args) -> int:
     for k, v in sorted(result.metrics.items()):
         if isinstance(v, float):
             print(f"  {k:40s} {v:.4f}")
+    _warn_tracking_incomplete(result)
     return 0
 
 
@@ -171,6 +181,7 @@ def cmd_baseline_egemaps(args) -> int:
             print(f"  {k:40s} {v:.4g}")
     if result.mlflow_run_id:
         print(f"  mlflow run {result.mlflow_run_id} at {result.tracking_uri}")
+    _warn_tracking_incomplete(result)
     return 0
 
 
@@ -303,8 +314,9 @@ def cmd_track_sync(args) -> int:
 
     run_dir = find_run(args.run, args.output_dir)
     info = read_run_json(run_dir)
-    n = sync_run(run_dir, info, args.tracking_uri)
-    print(f"replayed {n} metric entries and the artifacts of {run_dir.name} into MLflow run {info['mlflow_run_id']}")
+    entries, sent = sync_run(run_dir, info, args.tracking_uri)
+    print(f"replayed {entries} metric entries ({sent} points were missing) and the artifacts of {run_dir.name} into "
+          f"MLflow run {info['mlflow_run_id']}")
     return 0
 
 

@@ -8,6 +8,7 @@ whichever ``conftest`` was loaded last).
 - free loopback ports, the ``emonet`` CLI in a subprocess, the tiny training configuration the end-to-end tests use;
 - comparisons that cannot pass vacuously: relative tolerances and non-empty equalities;
 - clean-up of the Ray sessions a SIGKILLed driver leaves behind;
+- a real ``mlflow server`` on 127.0.0.1 that a test can kill and start again on the same port and store;
 - synthetic run directories and paired predictions for the evaluation tests.
 """
 
@@ -304,3 +305,59 @@ def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
             info.size, info.mtime = len(data), 0
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+# [9] a real MLflow tracking server on 127.0.0.1 ---------------------------------------------------------------------
+class MlflowServer:
+    """``mlflow server`` on 127.0.0.1 with a sqlite backend store and an artifact store under ``root``. It can be
+    killed (SIGKILL, as a crash) and started again on the same port and stores; its output goes to
+    ``root/server.log``."""
+
+    def __init__(self, root: Path, port: int | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> MlflowServer:
+        """Start it and wait until ``/health`` answers (the test fails, with the server's log, if it does not)."""
+        import time
+        import urllib.request
+
+        with open(self.root / "server.log", "a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                 "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
+                stdout=subprocess.DEVNULL, stderr=log,
+                start_new_session=True,  # its own process group: kill() and stop() reach its workers too
+                # MLflow 3's job runner (7 huey consumer processes) is not used here
+                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2)
+                return self
+            except OSError:
+                time.sleep(0.5)
+        self.stop(signal.SIGKILL)
+        pytest.fail(f"mlflow server did not come up: {(self.root / 'server.log').read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers: it stops answering at once, as in a crash."""
+        self.stop(signal.SIGKILL)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+        self.proc = None
+

@@ -24,7 +24,9 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("corpora", ["emonet_dist.corpora"]),
     ("data", ["emonet_dist.data"]),
     ("model", ["emonet_dist.model"]),
-    ("tracking", ["emonet_dist.tracking"]),  # the MLflow client: URIs, experiments, metric keys, journal logging
+    # the MLflow client: URIs, experiments, metric keys, journal logging; its calls to a server bounded in time
+    # (tracking_http) and sent off the training path (tracking_sender), below it so that bundles can reuse them
+    ("tracking", ["emonet_dist.tracking", "emonet_dist.tracking_http", "emonet_dist.tracking_sender"]),
     ("bundles", ["emonet_dist.bundles"]),
     # one run's directory, run.json, MLflow run, inputs and prediction files: what every kind of run above uses,
     # knowing nothing of how a run trains or scores

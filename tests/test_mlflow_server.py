@@ -10,14 +10,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from emonet_testkit import ROOT, free_port
+from emonet_testkit import ROOT, MlflowServer
 
 pytestmark = pytest.mark.slow
 
@@ -41,29 +39,9 @@ def _post(base: str, path: str, body: dict) -> dict:
 
 @pytest.fixture()
 def mlflow_server(tmp_path):
-    port = free_port()
-    store = tmp_path / "server"
-    store.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts"),
-         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
-        start_new_session=True,  # MLflow 3's job runner (7 huey consumer processes) is not used here
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"mlflow server did not come up: {(tmp_path / 'server.log').read_text()[-2000:]}")
-    yield base
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
+    server = MlflowServer(tmp_path / "server").start()
+    yield server.uri
+    server.stop()
 
 
 def test_tiny_demo_against_a_tracking_server(mlflow_server, synth_set, tmp_path, ray_local):

@@ -93,9 +93,14 @@ def run_spec(spec: JobSpec, on_record: Callable[[dict], None] | None = None) -> 
             rec = STEPS[step.run](step, ctx)
             if rec is None:
                 continue
-            rec["experiment_id"] = _experiment_id(rec)
+            # (no link lookup on a server that just failed the run's tracking)
+            rec["experiment_id"] = None if rec.get("tracking") == "incomplete" else _experiment_id(rec)
             records.append(rec)
             log.info("[job %s] step %s: %s in %s", spec.name, step.id, rec["run"], rec["dir"])
             if on_record:
                 on_record(rec)
+    incomplete = [r["dir"] for r in records if r.get("tracking") == "incomplete"]
+    if incomplete:  # each run warned when it ended; the job's last lines say it again, with the commands
+        log.warning("[job %s] tracking incomplete for %d run(s); complete their MLflow copies with: %s", spec.name,
+                    len(incomplete), "; ".join(f"emonet track sync {d}" for d in incomplete))
     return JobOutcome(records, ctx.runs, ctx.reports, time.time() - t0, job_run_id)

@@ -48,8 +48,11 @@ class JobContext:
     """Step id -> ``{"report": report.json's content, "dir": Path, "run_id": MLflow run id or None}``."""
 
 
-def record(step: Step, run: str, run_dir, run_id: str | None, uri: str | None) -> dict:
-    return {"step": step.id, "run": run, "dir": str(run_dir), "mlflow_run_id": run_id, "tracking_uri": uri}
+def record(step: Step, run: str, run_dir, run_id: str | None, uri: str | None, tracking_error: str | None = None
+           ) -> dict:
+    """A step's run record; ``tracking: "incomplete"`` when the run finished but its MLflow copy did not."""
+    rec = {"step": step.id, "run": run, "dir": str(run_dir), "mlflow_run_id": run_id, "tracking_uri": uri}
+    return {**rec, "tracking": "incomplete"} if tracking_error else rec
 
 
 def corpora_dir(cfg: Config, text: str) -> Path:
@@ -135,7 +138,7 @@ def baseline(step: BaselineStep, ctx: JobContext) -> dict:
         raise EmonetError(f"step {step.id}: no prepared corpus at {', '.join(missing)} (add a prepare step first)")
     res = ctx.runs[step.id] = run_egemaps_baseline(
         dirs, cfg, EgemapsConfig(), run_name=f"{cfg.name}-{step.id}-{time.strftime('%Y%m%d-%H%M%S')}")
-    return record(step, res.name, res.dir, res.mlflow_run_id, res.tracking_uri)
+    return record(step, res.name, res.dir, res.mlflow_run_id, res.tracking_uri, res.tracking_error)
 
 
 def train(step: TrainStep, ctx: JobContext) -> dict:
@@ -143,7 +146,7 @@ def train(step: TrainStep, ctx: JobContext) -> dict:
 
     res = ctx.runs[step.id] = run_training(ctx.config.override(*step.overrides),
                                            extra_tags={**ctx.tags, "job_step": step.id})
-    return record(step, res.name, res.dir, res.mlflow_run_id, res.tracking_uri)
+    return record(step, res.name, res.dir, res.mlflow_run_id, res.tracking_uri, res.tracking_error)
 
 
 def transfer(step: TransferStep, ctx: JobContext) -> dict:
@@ -154,7 +157,7 @@ def transfer(step: TransferStep, ctx: JobContext) -> dict:
     cfg = transfer_config(str(src.dir), step.corpus, step.mode, list(step.overrides), task=step.task)
     res = ctx.runs[step.id] = run_training(cfg, extra_tags={**ctx.tags, "job_step": step.id,
                                                             "pretrained_from": src.name})
-    return record(step, res.name, res.dir, res.mlflow_run_id, res.tracking_uri)
+    return record(step, res.name, res.dir, res.mlflow_run_id, res.tracking_uri, res.tracking_error)
 
 
 def tune(step: TuneStep, ctx: JobContext) -> dict:

@@ -7,21 +7,27 @@ of a finished run, Tune's sweep)::
     ...                                                                    # the work; rank 0 logs via run.logger()
     error = run.finish(ok, metrics=metrics)                                # run.json FINISHED/FAILED, MLflow status
 
-``run.json`` holds ``name``, ``dir``, ``mlflow_run_id``, ``tracking_uri``, ``status`` and what the kind of run adds
-(``kind``, ``metrics``, ``checkpoint``, ``error``...). Tracking never decides a run's outcome: if MLflow fails, the
-run still finishes on disk, ``tracking_error.txt`` says what went wrong, and ``emonet track sync`` replays it.
+``run.json`` holds ``name``, ``dir``, ``mlflow_run_id``, ``tracking_uri``, ``status``, ``tracking`` (``complete``
+or ``incomplete``, for a run with an MLflow run) and what the kind of run adds (``kind``, ``metrics``,
+``checkpoint``, ``error``...). Tracking never decides a run's outcome: if MLflow fails, the run still finishes on
+disk with ``tracking: "incomplete"`` and a warning, ``tracking_error.txt`` says what went wrong, and
+``emonet track sync`` completes the MLflow copy.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import log, tracking
 from ..config import Config
+from ..errors import short
+from ..tracking_http import reachable, server_of
 from . import store, tracked
 
+logger = logging.getLogger(__name__)
 TRACKING_ERROR = "tracking_error.txt"
 PARTITIONS = "partitions.json"
 LOGS = "logs"
@@ -39,6 +45,8 @@ class RunResult:
     checkpoint: str | None
     mlflow_run_id: str | None
     tracking_uri: str | None
+    tracking_error: str | None = None
+    """Why the MLflow copy of the run is incomplete (``emonet track sync`` completes it), or None."""
 
 
 @dataclass
@@ -79,7 +87,7 @@ class Run:
         run_dir = store.find_run(ref, output_dir)
         info = store.read_run_json(run_dir)
         known = {"name", "dir", "mlflow_run_id", "tracking_uri", "status", "metrics", "checkpoint", "storage_path",
-                 "error"}
+                 "error", "tracking"}
         return cls(info.get("name") or run_dir.name, run_dir, store.read_config(run_dir), info.get("tracking_uri"),
                    info.get("mlflow_run_id"), {k: v for k, v in info.items() if k not in known})
 
@@ -95,9 +103,11 @@ class Run:
     def write_status(self, status: str, **fields) -> None:
         store.write_run_json(self.dir, {**self.info, "status": status, **fields})
 
-    def logger(self, journal: str | Path | None = None) -> tracking.RunLogger:
-        """Metrics to a journal (default ``<run>/metrics.jsonl``) and, while it is reachable, to the MLflow run."""
-        return tracking.RunLogger(self.tracking_uri, self.mlflow_run_id, journal or self.dir / tracking.JOURNAL)
+    def logger(self, journal: str | Path | None = None, background: bool = False) -> tracking.RunLogger:
+        """Metrics to a journal (default ``<run>/metrics.jsonl``) and, while it is reachable, to the MLflow run
+        (``background``: through a sender thread, see :class:`~emonet_dist.tracking.RunLogger`)."""
+        return tracking.RunLogger(self.tracking_uri, self.mlflow_run_id, journal or self.dir / tracking.JOURNAL,
+                                  background=background)
 
     def write_partitions(self, parts: dict) -> None:
         """``partitions.json`` in the run (and MLflow): the exact speaker-independent split the run used."""
@@ -117,19 +127,38 @@ class Run:
         return path.read_text().strip() if path.is_file() else None
 
     def finish(self, ok: bool, tracking_error: str | None = None, **fields) -> str | None:
-        """End the run: ``tracking_error.txt`` (when given), ``run.json`` FINISHED or FAILED with ``fields``, and
-        the MLflow run's status (FAILED also when tracking failed). Returns the tracking error, if any."""
+        """End the run: ``tracking_error.txt`` (when given), the logs and status of the MLflow run (FAILED also
+        when tracking failed), then ``run.json`` FINISHED or FAILED with ``fields`` and ``tracking``. Returns the
+        tracking error, if any; an incomplete MLflow copy is a warning, never the run's failure.
+
+        When tracking already failed, the MLflow calls here are made only if the server answers a short probe, so a
+        server that is down costs seconds, not minutes."""
         if tracking_error:
-            store.atomic_write_text(self.dir / TRACKING_ERROR, tracking_error.strip() + "\n")
-        self.write_status("FINISHED" if ok else "FAILED", **fields)
-        log.stop_file_log(self.log_handler)
+            self._write_tracking_error(tracking_error)
+        log.stop_file_log(self.log_handler)  # the driver's log is complete before it is uploaded
         self.log_handler = None
-        if self.tracking_uri and self.mlflow_run_id and (self.dir / LOGS).is_dir():
-            tracking.quietly(lambda: tracking.client(self.tracking_uri).log_artifacts(self.mlflow_run_id,
-                                                                                       str(self.dir / LOGS), LOGS))
         error = self.tracking_error()
-        tracked.finish_mlflow_run(self.tracking_uri, self.mlflow_run_id, ok and error is None)
+        tracked_run = bool(self.tracking_uri and self.mlflow_run_id)
+        if tracked_run and (error is None or reachable(self.tracking_uri)):
+            if error is None and (self.dir / LOGS).is_dir():
+                try:
+                    tracking.client(self.tracking_uri).log_artifacts(self.mlflow_run_id, str(self.dir / LOGS), LOGS)
+                except Exception as exc:  # noqa: BLE001 - any failure of the tracking store
+                    error = self._write_tracking_error(f"MLflow at {server_of(self.tracking_uri)} failed "
+                                                       f"while logging the run's logs: {short(exc, 300)}")
+            tracked.finish_mlflow_run(self.tracking_uri, self.mlflow_run_id, ok and error is None)
+        state = {"tracking": "incomplete" if error else "complete"} if tracked_run else {}
+        self.write_status("FINISHED" if ok else "FAILED", **state, **fields)
+        if error:
+            logger.warning("run %s: tracking incomplete, the MLflow run lacks part of what is in %s (%s); complete it "
+                           "with `emonet track sync %s` once the tracking server is reachable", self.name, self.dir,
+                           error, self.dir)
         return error
 
+    def _write_tracking_error(self, error: str) -> str:
+        store.atomic_write_text(self.dir / TRACKING_ERROR, error.strip() + "\n")
+        return error.strip()
+
     def result(self, metrics: dict, checkpoint: str | None = None) -> RunResult:
-        return RunResult(self.name, self.dir, metrics, checkpoint, self.mlflow_run_id, self.tracking_uri)
+        return RunResult(self.name, self.dir, metrics, checkpoint, self.mlflow_run_id, self.tracking_uri,
+                         self.tracking_error())

@@ -26,6 +26,7 @@ from ..config import Config
 from ..errors import EmonetError, short
 from ..log import start_file_log, stop_file_log
 from ..names import check_name, inside
+from ..tracking_http import probe_tracking_server, server_of
 from .inputs import dataset_inputs
 
 log = logging.getLogger(__name__)
@@ -127,23 +128,33 @@ def parent_run(cfg: Config, name: str, kind: str = "job", tags: dict[str, str] |
         finish_mlflow_run(uri, run_id, ok)
 
 
-def sync_run(run_dir: Path, info: dict, uri: str | None = None) -> int:
-    """Replay a run's metric journal and artifacts into its MLflow run and set its final status (after an
-    outage); returns the number of journal entries. ``tracking_error.txt`` is removed once it has worked."""
+def sync_run(run_dir: Path, info: dict, uri: str | None = None) -> tuple[int, int]:
+    """Complete a run's MLflow copy after an outage: the metric points of its journal that the MLflow run lacks
+    (with their original steps and timestamps, so syncing twice duplicates nothing), its artifact folders and its
+    final status; ``run.json`` then says ``tracking: "complete"`` and ``tracking_error.txt`` goes.
+
+    Returns (journal entries, metric points sent). A server that does not answer fails within seconds."""
+    from .store import write_run_json
+
     uri = uri or info.get("tracking_uri")
     run_id = info.get("mlflow_run_id")
     if not uri or not run_id:
         raise EmonetError(f"run {run_dir.name} has no MLflow run to sync into (tracking was off)")
+    probe_tracking_server(uri, hint="nothing was lost; try again once it is back (or pass --tracking-uri)")
     try:
         journal = run_dir / tracking.JOURNAL
-        n = tracking.replay_journal(uri, run_id, journal) if journal.is_file() else 0
+        entries, sent = tracking.replay_journal(uri, run_id, journal) if journal.is_file() else (0, 0)
+        c = tracking.client(uri)
         for sub in ("backbone", "bundles", "predictions", "final", "logs"):
             if (run_dir / sub).exists():
-                tracking.client(uri).log_artifacts(run_id, str(run_dir / sub), sub)
+                c.log_artifacts(run_id, str(run_dir / sub), sub)
         tracking.finish_run(uri, run_id, info.get("status") == "FINISHED")
     except Exception as exc:  # noqa: BLE001 - the store is still unreachable
-        raise EmonetError(f"MLflow at {uri} is still unreachable ({short(exc, 200)}); nothing was lost, try again "
-                          "later") from None
+        raise EmonetError(f"MLflow at {server_of(uri)} is still unreachable ({short(exc, 200)}); nothing "
+                          "was lost, try again later") from None
     (run_dir / "tracking_error.txt").unlink(missing_ok=True)
-    log.info("replayed %d metric entries of %s into MLflow run %s", n, run_dir.name, run_id)
-    return n
+    if info.get("status") in ("FINISHED", "FAILED"):
+        write_run_json(run_dir, {**info, "tracking": "complete"})
+    log.info("replayed %d metric entries of %s into MLflow run %s (%d points were missing)", entries, run_dir.name,
+             run_id, sent)
+    return entries, sent

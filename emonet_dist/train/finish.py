@@ -8,7 +8,7 @@ import time
 import torch
 
 from ..runs.predictions import write_predictions
-from ..tracking import metric_key
+from ..tracking import FLUSH_SECONDS, metric_key
 from .distributed import average_batchnorm_stats
 from .evaluation import predict, score
 from .outputs import write_final_outputs
@@ -40,9 +40,11 @@ def final_metrics(w: Worker, state: TrainState, loaders: dict, metrics: dict, sp
         write_final_outputs(w.model, w.datas, w.run_dir, w.log)
         # the last dev evaluation is already logged at this step; logging it again would duplicate its history
         w.log.log_metrics({k: v for k, v in final.items() if k not in metrics}, state.step)
-        final["tracking_ok"] = 0.0 if w.log.error else 1.0
-        if w.log.error:
-            (w.run_dir / "tracking_error.txt").write_text(w.log.error + "\n")
+        error = w.log.close(FLUSH_SECONDS)  # what is still queued for MLflow, with a deadline
+        final["tracking_ok"] = 0.0 if error else 1.0
+        final["tracking_max_wait_s"] = w.log.max_wait_s  # the longest a logging call held up the loop
+        if error:
+            (w.run_dir / "tracking_error.txt").write_text(error + "\n")
     # final test predictions, bundles and their upload (the final checkpoint itself is not counted)
     final["final_seconds"] = time.time() - loop_end
     return final

@@ -20,6 +20,8 @@ from ..errors import EmonetError
 from ..log import worker_env
 from ..runs import Run, RunResult, absolute_paths, read_partitions
 from ..runs.store import RUN_JSON, run_dir_of
+from ..tracking import tracking_uri
+from ..tracking_http import probe_tracking_server
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,8 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
 
     if resume:
         run = Run.open(resume, cfg.output_dir)
+        if run.tracking_uri and run.mlflow_run_id:
+            probe_tracking_server(run.tracking_uri)  # before Ray starts: a dead server fails in seconds
         run.start_log()
         cfg = run.cfg
         init_ray(cfg)
@@ -174,6 +178,8 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
         cfg = absolute_paths(cfg)
         if not cfg.data.corpora:
             raise EmonetError("data.corpora is empty: list the corpora to train on (see jobs/ for examples)")
+        if cfg.tracking.enabled:
+            probe_tracking_server(tracking_uri(cfg))  # before Ray or anything else starts: fails in seconds
         parts = read_partitions(cfg)  # also: a missing corpus fails here, before anything is created
         init_ray(cfg)
         wait_for_resources(cfg)  # and a worker group the cluster cannot hold
@@ -205,15 +211,12 @@ def run_training(cfg: Config, resume: str | None = None, run_name: str | None = 
     log.info("[train] run %s %s", run.name, "finished" if ok else "failed")
     metrics = dict(result.metrics or {}) if result is not None else {}
     checkpoint = result.checkpoint.path if result is not None and result.checkpoint else None
-    # the loop's rank 0 writes tracking_error.txt when MLflow failed; finish() reads it
-    tracking_error = run.finish(ok, metrics=metrics, checkpoint=checkpoint, storage_path=str(storage_path(cfg)),
-                                error=None if ok else str(error)[:2000])
+    # the loop's rank 0 writes tracking_error.txt when MLflow failed; finish() reads it, and an incomplete MLflow
+    # copy ends the run with a warning and run.json's tracking: "incomplete", not a failure (`emonet track sync`)
+    run.finish(ok, metrics=metrics, checkpoint=checkpoint, storage_path=str(storage_path(cfg)),
+               error=None if ok else str(error)[:2000])
     if not ok:
         raise EmonetError(f"training run {run.name} failed: {str(error).strip().splitlines()[-1][:500]}; "
                           f"checkpoints are in {storage_path(cfg) / run.name}; continue with "
                           f"`emonet train --resume {run.dir}`")
-    if tracking_error:
-        raise EmonetError(f"run {run.name} finished and its checkpoints and outputs are safe in {run.dir}, but "
-                          f"MLflow logging failed: {tracking_error}; replay the metrics with "
-                          f"`emonet track sync {run.dir}` once the tracking server is reachable")
     return run.result(metrics, checkpoint)

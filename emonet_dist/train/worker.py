@@ -38,7 +38,8 @@ class Worker:
     device: torch.device
     run_dir: Path
     log: RunLogger | None
-    """Rank 0's metrics logger (journal + MLflow); None on the other ranks, which log nothing."""
+    """Rank 0's metrics logger (journal, then MLflow in the background); None on the other ranks, which log
+    nothing."""
     datas: dict[str, CorpusData]
     """Corpus (training domain) -> label maps, class weights and shards, in the config's order."""
     model: EmoNet
@@ -74,7 +75,9 @@ def setup_worker(cfg: Config, run: dict) -> Worker:
     run_dir = Path(run["dir"])
     (run_dir / "workers").mkdir(parents=True, exist_ok=True)
     (run_dir / "workers" / f"rank{rank}.pid").write_text(f"{os.getpid()}\n")  # which process is which rank
-    log = RunLogger(run.get("tracking_uri"), run.get("mlflow_run_id"), run_dir / "metrics.jsonl") if rank == 0 else None
+    # rank 0's MLflow calls go through a sender thread: a step never waits for the tracking server
+    log = RunLogger(run.get("tracking_uri"), run.get("mlflow_run_id"), run_dir / "metrics.jsonl",
+                    background=True) if rank == 0 else None
 
     # [2] data: label maps and class weights from index.json (the loaders come with the data positions, in [4]) --
     policy = UrlPolicy.from_config(cfg.data)  # timeouts and retries of remote shard reads
