@@ -19,8 +19,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import tracking
 from ..errors import EmonetError
 from ..runs.store import local_run, read_run_json
+from ..tracking_http import http_limits, probe_tracking_server
 
 CHECKPOINTS = ("best", "final")
 _RUN_ID = re.compile(r"^(?:runs:/)?([0-9a-f]{32})/?$")
@@ -186,16 +188,18 @@ def _from_mlflow(ref: str, run_id: str, checkpoint: str, tracking_uri: str | Non
     if not tracking_uri:
         raise EmonetError(f"'{ref}' looks like an MLflow run id, but no tracking URI is known: pass "
                           "--tracking-uri or set MLFLOW_TRACKING_URI")
+    probe_tracking_server(tracking_uri)  # an unreachable server fails in seconds
     try:
-        run = mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+        run = tracking.client(tracking_uri).get_run(run_id)  # bounded HTTP timeout and retries
     except Exception as exc:  # noqa: BLE001 - RestException, store errors
         raise EmonetError(f"cannot read MLflow run {run_id} at {tracking_uri}: {' '.join(str(exc).split())[:300]}"
                           ) from None
     tmp = tempfile.mkdtemp(prefix="emonet-report-")
     try:
         try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"predictions/{checkpoint}",
-                                                        tracking_uri=tracking_uri, dst_path=tmp)
+            with http_limits():
+                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"predictions/{checkpoint}",
+                                                            tracking_uri=tracking_uri, dst_path=tmp)
         except Exception as exc:  # noqa: BLE001 - missing artifact paths raise store-specific errors
             raise EmonetError(f"MLflow run {run_id} has no predictions/{checkpoint}/ artifacts "
                               f"({' '.join(str(exc).split())[:200]})") from None
