@@ -59,6 +59,44 @@ def violation_ratio(scores_a, scores_b, dt: float = DEFAULT_DT) -> float:
     return float(_violation_ratios(a[_quantile_index(a.size, t)], b[_quantile_index(b.size, t)], dt))
 
 
+def _eps_pair(a: np.ndarray, b: np.ndarray, iterations: int, dt: float, seed: int) -> tuple[float, float, float]:
+    """``(ε̂(A, B), σ̂, sqrt(nm / (n + m)))`` for sorted scores ``a``, ``b``."""
+    t = _grid(dt)
+    ia, ib = _quantile_index(a.size, t), _quantile_index(b.size, t)
+    eps = float(_violation_ratios(a[ia], b[ib], dt))
+    rng = np.random.default_rng(seed)
+    samples = []
+    for start in range(0, iterations, _CHUNK):
+        k = min(_CHUNK, iterations - start)
+        # a bootstrap sample is Q(U) for uniform U, i.e. the scores resampled with replacement; sorted, it gives
+        # its own empirical quantile function on the grid
+        sa = np.sort(a[_quantile_index(a.size, rng.uniform(0, 1, (k, a.size)))], axis=1)
+        sb = np.sort(b[_quantile_index(b.size, rng.uniform(0, 1, (k, b.size)))], axis=1)
+        samples.append(_violation_ratios(sa[:, ia], sb[:, ib], dt))
+    const = np.sqrt(a.size * b.size / (a.size + b.size))
+    return eps, float(np.std(const * (np.concatenate(samples) - eps))), float(const)
+
+
+def _checked(scores) -> np.ndarray:
+    x = np.sort(np.asarray(scores, dtype=np.float64))
+    if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
+        raise ValueError(f"need a non-empty 1-d list of finite scores, got shape {x.shape}")
+    return x
+
+
+def _adjusted(confidence: float, num_comparisons: float, iterations: int, dt: float) -> float:
+    if not 0.0 < confidence < 1.0 or iterations < 2 or num_comparisons < 1 or not 0.0 < dt < 1.0:
+        raise ValueError(f"bad ASO parameters: confidence={confidence}, iterations={iterations}, "
+                         f"num_comparisons={num_comparisons}, dt={dt}")
+    if num_comparisons > 1:  # Bonferroni, as deepsig: 0.95 over 3 tests becomes 0.9833...
+        confidence = confidence + (1.0 - confidence) / num_comparisons
+    return confidence
+
+
+def _bound(eps: float, sigma: float, const: float, confidence: float) -> float:
+    return float(np.clip(eps - sigma / const * norm.ppf(1.0 - confidence), 0.0, 1.0))
+
+
 def aso(scores_a, scores_b, *, confidence: float = DEFAULT_CONFIDENCE, num_comparisons: int = 1,
         iterations: int = DEFAULT_ITERATIONS, dt: float = DEFAULT_DT, seed: int = 0) -> float:
     """``ε_min`` of "A is better than B" (higher scores better).
@@ -73,43 +111,27 @@ def aso(scores_a, scores_b, *, confidence: float = DEFAULT_CONFIDENCE, num_compa
     Returns:
         ``ε_min`` in [0, 1]; below 0.5 A is (almost) stochastically larger than B.
     """
-    a, b = np.sort(np.asarray(scores_a, dtype=np.float64)), np.sort(np.asarray(scores_b, dtype=np.float64))
-    if a.ndim != 1 or b.ndim != 1 or a.size == 0 or b.size == 0:
-        raise ValueError(f"need two non-empty 1-d score lists, got shapes {a.shape} and {b.shape}")
-    if not np.all(np.isfinite(a)) or not np.all(np.isfinite(b)):
-        raise ValueError("scores must be finite")
-    if not 0.0 < confidence < 1.0 or iterations < 2 or num_comparisons < 1 or not 0.0 < dt < 1.0:
-        raise ValueError(f"bad ASO parameters: confidence={confidence}, iterations={iterations}, "
-                         f"num_comparisons={num_comparisons}, dt={dt}")
-    if num_comparisons > 1:  # Bonferroni, as deepsig: 0.95 over 3 tests becomes 0.9833...
-        confidence = confidence + (1.0 - confidence) / num_comparisons
-    t = _grid(dt)
-    ia, ib = _quantile_index(a.size, t), _quantile_index(b.size, t)
-    eps = float(_violation_ratios(a[ia], b[ib], dt))
-    rng = np.random.default_rng(seed)
-    samples = []
-    for start in range(0, iterations, _CHUNK):
-        k = min(_CHUNK, iterations - start)
-        # a bootstrap sample is Q(U) for uniform U, i.e. the scores resampled with replacement; sorted, it gives
-        # its own empirical quantile function on the grid
-        sa = np.sort(a[_quantile_index(a.size, rng.uniform(0, 1, (k, a.size)))], axis=1)
-        sb = np.sort(b[_quantile_index(b.size, rng.uniform(0, 1, (k, b.size)))], axis=1)
-        samples.append(_violation_ratios(sa[:, ia], sb[:, ib], dt))
-    const = np.sqrt(a.size * b.size / (a.size + b.size))
-    sigma = np.std(const * (np.concatenate(samples) - eps))
-    return float(np.clip(eps - sigma / const * norm.ppf(1.0 - confidence), 0.0, 1.0))
+    a, b = _checked(scores_a), _checked(scores_b)
+    confidence = _adjusted(confidence, num_comparisons, iterations, dt)
+    return _bound(*_eps_pair(a, b, iterations, dt, seed), confidence)
 
 
 def aso_matrix(scores: dict[str, list[float]], *, confidence: float = DEFAULT_CONFIDENCE, bonferroni: bool = True,
                iterations: int = DEFAULT_ITERATIONS, dt: float = DEFAULT_DT, seed: int = 0
                ) -> dict[str, dict[str, float]]:
-    """``ε_min(row better than column)`` for every ordered pair of methods (the diagonal is left out).
+    """``ε_min(row better than column)`` for every ordered pair of methods (the diagonal is left out), as deepsig's
+    ``multi_aso``: one bootstrap per unordered pair {A, B} (A before B in ``scores``), and the reverse order from
+    the symmetry ``ε(B, A) = 1 − ε(A, B)`` (del Barrio et al. 2018) with the same σ̂.
 
-    With ``bonferroni`` the confidence is adjusted for the k (k − 1) / 2 unordered pairs, as deepsig's
-    ``multi_aso`` does. Each ordered pair is its own test (with its own bootstrap draws from ``seed``)."""
+    With ``bonferroni`` the confidence is adjusted for the k (k − 1) / 2 pairs, as ``multi_aso`` does."""
     names = list(scores)
-    pairs = len(names) * (len(names) - 1) // 2
-    m = max(1, pairs) if bonferroni else 1
-    return {a: {b: aso(scores[a], scores[b], confidence=confidence, num_comparisons=m, iterations=iterations, dt=dt,
-                       seed=seed)
-                for b in names if b != a} for a in names}
+    sorted_scores = {n: _checked(scores[n]) for n in names}
+    pairs = len(names) * (len(names) - 1) / 2
+    confidence = _adjusted(confidence, pairs if bonferroni and pairs > 1 else 1, iterations, dt)
+    out: dict[str, dict[str, float]] = {n: {} for n in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            eps, sigma, const = _eps_pair(sorted_scores[a], sorted_scores[b], iterations, dt, seed)
+            out[a][b] = _bound(eps, sigma, const, confidence)
+            out[b][a] = _bound(1.0 - eps, sigma, const, confidence)
+    return {a: {b: out[a][b] for b in names if b != a} for a in names}
