@@ -296,8 +296,8 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     schedule: Literal["multi", "single"] = "multi"
-    """``multi``: round-robin over the corpora, one batch each per round; a round is a step and each LR stage
-    lasts ``steps_per_stage`` rounds. ``single``: epochs of one corpus; the LR drops after ``patience`` epochs
+    """``multi``: a step is one batch per corpus (round-robin, or drawn by ``corpus_sampling``) and each LR stage
+    lasts ``steps_per_stage`` steps. ``single``: epochs of one corpus; the LR drops after ``patience`` epochs
     without a dev-UAR gain, and training stops after the last stage's patience."""
     steps_per_stage: int = 2500
     patience: int = 50
@@ -310,7 +310,15 @@ class TrainConfig:
     """Rounds (multi) or epochs (single) between full checkpoints; best-dev states are kept as they happen."""
     log_every: int = 10
     shuffle_rounds: bool = True
-    """Draw the corpus order of each round from (seed, round); identical on every rank."""
+    """Draw the corpus order of each round from (seed, round); identical on every rank (``round_robin`` only)."""
+    corpus_sampling: Literal["round_robin", "temperature"] = "round_robin"
+    """Which corpus each of a step's K batches comes from (multi; ``emonet_dist.data.schedule``). ``round_robin``
+    (the paper's): every corpus once per step. ``temperature``: K corpora drawn with probability proportional to
+    n_c^(1/T), n_c the corpus's training utterances, from (data.seed, step): the same on every rank and after a
+    resume. A step is K batches either way, so ``steps_per_stage`` means the same amount of training."""
+    sampling_temperature: float = 1.0
+    """T of ``temperature`` sampling: 1 samples corpora in proportion to their size, larger T flattens towards
+    uniform (ignored by ``round_robin``)."""
     mode: Literal["scratch", "adapters", "head", "finetune", "zero-shared"] = "scratch"
     """What trains (see ``emonet_dist.model.modes``); transfer runs set it with ``emonet transfer --mode``."""
     init_from: str = ""

@@ -77,7 +77,8 @@ LIMITS: dict[str, dict[str, Limit]] = {
     "TrainConfig": {
         "steps_per_stage": _COUNT, "patience": _COUNT, "max_epochs": Limit(0, note="0 = no cap"),
         "eval_every": _COUNT, "checkpoint_every": _COUNT, "log_every": _COUNT, "bn_recalibration_batches": _ZERO_OK,
-        "threads": _ZERO_OK},
+        "threads": _ZERO_OK,
+        "sampling_temperature": Limit(0.01, 1000, note="T: 1 = proportional to corpus size, large = uniform")},
     "RayConfig": {
         "num_workers": _COUNT, "cpus_per_worker": _POSITIVE, "gpus_per_worker": Limit(0),
         "max_failures": Limit(-1, note="-1 = unlimited"), "resources_timeout_s": Limit(0, note="seconds")},

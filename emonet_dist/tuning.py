@@ -76,6 +76,11 @@ def parse_space(space: dict, base: Config) -> dict[str, tuple[str, list]]:
             except ConfigError as exc:
                 raise ConfigError(f"{where}: value {short(v)} is not valid: {exc}") from None
         out[key] = (name, args)
+    if "train.sampling_temperature" in out and "train.corpus_sampling" not in out \
+            and base.train.corpus_sampling != "temperature":
+        raise ConfigError("search space key 'train.sampling_temperature' has no effect with "
+                          f"train.corpus_sampling={base.train.corpus_sampling}: set train.corpus_sampling=temperature "
+                          "in the config or the space (see jobs/spaces/sampling_temperature.yaml)")
     return out
 
 

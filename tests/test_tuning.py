@@ -21,6 +21,27 @@ def test_the_shipped_space_parses():
     assert space["optim.lr"] == ("loguniform", [1e-3, 0.3]) and space["model.pooling.lam"] == ("uniform", [0.0, 1.0])
 
 
+def test_tune_can_search_the_sampling_temperature():
+    """T is a config key like any other; the shipped space switches temperature sampling on and searches T, and a
+    space searching T for a round-robin config is refused (every trial would train the same thing)."""
+    from emonet_dist.tuning import load_space
+
+    space = parse_space(load_space("jobs/spaces/sampling_temperature.yaml"), BASE)
+    assert space == {"train.corpus_sampling": ("choice", [["temperature"]]),
+                     "train.sampling_temperature": ("loguniform", [1.0, 10.0])}
+    trial = BASE.replace({"train.corpus_sampling": "temperature", "train.sampling_temperature": 3.7})
+    assert (trial.train.corpus_sampling, trial.train.sampling_temperature) == ("temperature", 3.7)
+    with pytest.raises(ConfigError, match="'train.sampling_temperature' has no effect with "
+                                          "train.corpus_sampling=round_robin"):
+        parse_space({"train.sampling_temperature": "uniform(1, 5)"}, BASE)
+    assert parse_space({"train.sampling_temperature": "uniform(1, 5)"},
+                       BASE.override("train.corpus_sampling=temperature"))
+    with pytest.raises(ConfigError, match="search space key 'train.sampling_temperature': value 0"):
+        parse_space({"train.sampling_temperature": "uniform(0, 5)"}, BASE.override("train.corpus_sampling=temperature"))
+    with pytest.raises(ConfigError, match="search space key 'train.corpus_sampling': value 'uniform'"):
+        parse_space({"train.corpus_sampling": "choice([uniform])"}, BASE)
+
+
 def test_all_distributions():
     space = parse_space({"optim.lr": "qloguniform(1e-4, 1e-1, 1e-4)", "model.specaugment": "choice([none, aggressive])",
                          "data.batch_size": "randint(8, 33)", "optim.weight_decay": "grid([0.0, 1e-6])"}, BASE)

@@ -82,7 +82,7 @@ def build_report(baseline: RunRef, candidates: list[RunRef], out_dir: str | Path
         "baseline": {"label": names[0], "run_id": base.run_id, **base.describe()},
         "candidates": [{"label": names[i + 1], "run_id": r.run_id, **r.describe()} for i, r in enumerate(cands)],
         "corpora": rows, "skipped_corpora": skipped, "files": dict(FILES),
-        "summary": _summary(rows, names[1:]),
+        "summary": summary_of(rows, names[1:]),
     }
     write_report_files(report, out_dir)
     return report
@@ -114,7 +114,7 @@ def _corpus_row(corpus: str, base: RunPredictions, cands: list[RunPredictions], 
     return row
 
 
-def _summary(rows: list[dict], labels: list[str]) -> dict:
+def summary_of(rows: list[dict], labels: list[str]) -> dict:
     """Per candidate: on how many corpora it is higher/lower in UAR and significantly better/worse."""
     out = {}
     for lab in labels:
@@ -195,7 +195,8 @@ def log_report_run(report: dict, tracking_uri: str, experiment: str, out_dir: st
         for i in range(0, len(ms), 1000):  # MLflow takes at most 1000 metrics per batch
             c.log_batch(run_id, metrics=ms[i:i + 1000])
         c.log_batch(run_id, params=[Param("alpha", str(report["alpha"])), Param("checkpoint", report["checkpoint"]),
-                                    Param("test", "mcnemar-exact-below-25-else-chi2-cc")])
+                                    Param("test", "mcnemar-exact-below-25-else-chi2-cc" + (
+                                        "-pooled-per-seed+bootstrap-ci+aso" if "aso" in report["test"] else ""))])
         report["report_run"] = {"run_id": run_id, "tracking_uri": tracking_uri, "experiment": experiment}
         (out / FILES["json"]).write_text(json.dumps(json_safe(report), indent=1, ensure_ascii=False))
         c.log_artifacts(run_id, str(out))

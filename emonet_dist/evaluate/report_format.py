@@ -1,7 +1,9 @@
 """Rendering a significance report (the dict of :func:`emonet_dist.evaluate.report.build_report`) as a
 terminal table, Markdown, self-contained HTML and CSV.
 
-UARs are shown in percent with one decimal, as in the paper's Table 4; the JSON keeps full precision.
+UARs are shown in percent with one decimal, as in the paper's Table 4; the JSON keeps full precision. A grid
+report (:mod:`.grid_report`: folds × seeds per method) adds the runs' UAR mean ± std, the pooled UAR's bootstrap
+CI and the ASO ε_min matrix, and lists every seed's McNemar test.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 CSV_COLUMNS = ["corpus", "num_classes", "chance", "n", "baseline", "baseline_uar", "baseline_wa", "candidate",
                "candidate_uar", "candidate_wa", "uar_delta", "b", "c", "method", "statistic", "p_value", "alpha",
                "significant", "mark"]
+GRID_CSV_COLUMNS = ["candidate_uar_mean", "candidate_uar_std", "candidate_ci_low", "candidate_ci_high", "seeds",
+                    "aso_eps_min_candidate_better", "aso_eps_min_baseline_better"]
 
 
 def _pct(x: float) -> str:
@@ -50,6 +54,11 @@ def format_table(report: dict) -> str:
         out.append(f"{lab}: higher UAR on {s['uar_higher']}/{s['corpora']} corpora, significantly better on "
                    f"{s['significant_better']}, worse on {s['significant_worse']} "
                    f"(mean delta {100 * s['mean_uar_delta']:+.1f} pp)")
+    if "grid" in report:
+        out += ["", "  ".join(GRID_HEAD), *["  ".join(r) for r in grid_rows(report)]]
+        for corpus, head, rows in aso_tables(report):
+            out += ["", f"ASO {corpus}: " + "  ".join(head), *["  ".join(r) for r in rows]]
+        out += ["", *tests_used(report)]
     for s in report["skipped_corpora"]:
         out.append(f"skipped {s['corpus']}: {s['reason']}")
     out.append("note: " + report["caveat"])
@@ -61,9 +70,44 @@ def _details(report: dict) -> list[list[str]]:
     out = []
     for r in report["corpora"]:
         for lab, c in r["candidates"].items():
-            out.append([r["corpus"], lab, f"{100 * c['uar_delta']:+.1f}", str(c["b"]), str(c["c"]), str(c["n"]),
-                        c["method"], f"{c['statistic']:.4g}", _p(c["p_value"]), c["mark"] or "·"])
+            for t in c.get("per_seed") or [c]:  # a grid report: every seed's test on its pooled predictions
+                who = f"{lab} (seed {t['seed']})" if "seed" in t else lab
+                out.append([r["corpus"], who, f"{100 * c['uar_delta']:+.1f}", str(t["b"]), str(t["c"]), str(t["n"]),
+                            t["method"], f"{t['statistic']:.4g}", _p(t["p_value"]), t["mark"] or "·"])
     return out
+
+
+def _pct_ci(ci: dict) -> str:
+    return f"[{_pct(ci['low'])}, {_pct(ci['high'])}]"
+
+
+GRID_HEAD = ["corpus", "method", "runs", "UAR mean ± std [%]", "pooled UAR [%]", "95 % CI (bootstrap)"]
+
+
+def grid_rows(report: dict) -> list[list[str]]:
+    """Per corpus and method: runs, their UAR mean ± std, the pooled UAR (mean over seeds) and its CI."""
+    out = []
+    for r in report["corpora"]:
+        for m, g in r["grid"].items():
+            out.append([r["corpus"], m, str(len(g["runs"])), f"{_pct(g['uar_mean'])} ± {_pct(g['uar_std'])}",
+                        _pct(g["pooled_uar_mean"]), _pct_ci(g["ci"])])
+    return out
+
+
+def aso_tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per corpus: (corpus, header, rows) of ε_min(row better than column)."""
+    out = []
+    for r in report["corpora"]:
+        names = list(r["aso"])
+        rows = [[a, *[("—" if a == b else f"{r['aso'][a][b]:.2f}") for b in names]] for a in names]
+        out.append((r["corpus"], ["ε_min(row > column)", *names], rows))
+    return out
+
+
+def tests_used(report: dict) -> list[str]:
+    """One sentence per statistic the report used (a grid report states each)."""
+    t = report["test"]
+    return [f"{k}: {t[k]}" for k in ("pooled", "bootstrap", "aso") if k in t]
 
 
 DETAIL_HEAD = ["corpus", "candidate", "UAR delta [pp]", "b", "c", "n", "test", "statistic", "p", "mark"]
@@ -103,6 +147,13 @@ def render_markdown(report: dict) -> str:
         md(DETAIL_HEAD, _details(report)), "",
         "## Runs", "", md(RUN_HEAD, _runs(report)), "",
     ]
+    if "grid" in report:
+        parts[2] += (" Grid report: UAR on each seed's folds pooled (every utterance once), mean over seeds; "
+                     "McNemar per seed on the pooled predictions.")
+        parts += ["## Folds × seeds", "", md(GRID_HEAD, grid_rows(report)), ""]
+        for corpus, head, rows in aso_tables(report):
+            parts += [f"### Almost Stochastic Order: {corpus}", "", md(head, rows), ""]
+        parts += ["## Tests used", "", *[f"* {line}" for line in tests_used(report)], ""]
     if report["skipped_corpora"]:
         parts += ["Corpora not in every run (left out): " +
                   "; ".join(f"{s['corpus']} ({s['reason']})" for s in report["skipped_corpora"]), ""]
@@ -158,20 +209,40 @@ Exact two-sided binomial test when b + c &lt; {report['test']['exact_below']}, c
 {table(DETAIL_HEAD, _details(report), "details")}
 <h2>Runs</h2>
 {table(RUN_HEAD, _runs(report), "runs")}
+{_grid_html(report, table)}
 {f"<p>Corpora not in every run (left out):</p><ul>{skipped}</ul>" if skipped else ""}
 <p>Generated {e(report['created'])}; every number is in {e(report['files']['json'])}.</p>
 </body></html>
 """
 
 
+def _grid_html(report: dict, table) -> str:
+    if "grid" not in report:
+        return ""
+    e = html.escape
+    parts = ["<h2>Folds \u00d7 seeds</h2>", table(GRID_HEAD, grid_rows(report), "grid")]
+    for corpus, head, rows in aso_tables(report):
+        parts += [f"<h3>Almost Stochastic Order: {e(corpus)}</h3>", table(head, rows, f"aso aso-{e(corpus)}")]
+    parts += ["<h2>Tests used</h2><ul>", *[f"<li>{e(line)}</li>" for line in tests_used(report)], "</ul>"]
+    return "\n".join(parts)
+
+
 def write_csv(report: dict, path: str | Path) -> Path:
     """One row per (corpus, candidate) with every number at full precision."""
+    grid = "grid" in report
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS + (GRID_CSV_COLUMNS if grid else []))
         w.writeheader()
         for r in report["corpora"]:
             for lab, c in r["candidates"].items():
-                w.writerow({"corpus": r["corpus"], "num_classes": r["num_classes"], "chance": r["chance"],
+                extra = {}
+                if grid:
+                    g, base = r["grid"][lab], report["baseline"]["label"]
+                    extra = {"candidate_uar_mean": g["uar_mean"], "candidate_uar_std": g["uar_std"],
+                             "candidate_ci_low": g["ci"]["low"], "candidate_ci_high": g["ci"]["high"],
+                             "seeds": g["ci"]["seeds"], "aso_eps_min_candidate_better": r["aso"][lab][base],
+                             "aso_eps_min_baseline_better": r["aso"][base][lab]}
+                w.writerow({**extra, "corpus": r["corpus"], "num_classes": r["num_classes"], "chance": r["chance"],
                             "n": r["n"], "baseline": report["baseline"]["label"], "baseline_uar": r["baseline_uar"],
                             "baseline_wa": r["baseline_wa"], "candidate": lab, "candidate_uar": c["uar"],
                             "candidate_wa": c["wa"], "uar_delta": c["uar_delta"], "b": c["b"], "c": c["c"],

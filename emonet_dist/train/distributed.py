@@ -2,8 +2,9 @@
 
 Design (chosen over wrapping the model in DDP; DESIGN.md section 3 lists the traps it avoids):
 
-* **Every rank trains the same corpus at the same moment.** The round-robin schedule is seeded identically
-  on all ranks, so per-corpus parameters are touched by all ranks together or not at all.
+* **Every rank trains the same corpus at the same moment.** The corpus schedule (round-robin or temperature
+  sampling) is seeded identically on all ranks, so per-corpus parameters are touched by all ranks together or
+  not at all.
 * **The loss is normalised globally.** Each rank's loss is its share of the union batch's class-weighted
   mean: ``sum_i w_i * ce_i / W`` with ``W = sum of w_i over all ranks`` (one tiny all-reduce). The gradient of
   the union batch is then the **sum** of the ranks' gradients, for shared and per-corpus parameters alike and

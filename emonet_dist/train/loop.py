@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from ..config import Config
-from ..data.schedule import RoundRobinSchedule
 from ..log import run_log
 from ..log import setup_worker as worker_logging
 from ..runs.run import LOGS
@@ -34,7 +33,7 @@ from .distributed import broadcast_state, global_weighted_ce, sum_gradients
 from .finish import final_metrics
 from .lr import set_lr
 from .state import Throughput, TrainState, step_seed
-from .streams import train_loader
+from .streams import corpus_schedule_for, train_loader
 from .worker import Worker, say, setup_worker
 
 
@@ -59,7 +58,7 @@ def run_worker(config: dict, entered: float) -> None:
     broadcast_state(w.model)  # like DDP at start-up: every rank continues from rank 0's exact tensors
     # one endless loader per corpus, from this rank's data position
     loaders = {n: train_loader(w.datas[n], w.cfg.data, w.rank, w.size, state.positions.get(n)) for n in w.names}
-    rounds = RoundRobinSchedule(w.names, seed=w.cfg.data.seed, shuffle=w.cfg.train.shuffle_rounds)
+    rounds = corpus_schedule_for(w.cfg, w.datas)  # a function of (seed, step): same on every rank, after a resume
     speed = Throughput(first_step=state.step)
     loop_start = time.time()
 
@@ -102,14 +101,16 @@ def train_step(model, opt, trainable: list, batch: dict, corpus: str, class_weig
 
 
 def train_round(w: Worker, loaders: dict, order: list[str], step: int) -> tuple[dict[str, torch.Tensor], int]:
-    """One step: a batch of each corpus in ``order``. Returns this rank's loss shares and utterances trained."""
-    losses, n_utts = {}, 0
+    """One step: a batch of each corpus in ``order``. Returns this rank's loss shares (per corpus, the mean over
+    its batches when temperature sampling drew it more than once) and the utterances trained."""
+    losses, counts, n_utts = {}, {}, 0
     for pos, n in enumerate(order):  # every rank trains the same corpus here (shared seeded schedule)
         batch = next(loaders[n])
         torch.manual_seed(step_seed(w.cfg.seed, step, pos, w.rank))
-        losses[n] = train_step(w.model, w.opt, w.trainable, batch, n, w.class_weights[n], w.device)
+        loss = train_step(w.model, w.opt, w.trainable, batch, n, w.class_weights[n], w.device)
+        losses[n], counts[n] = (losses[n] + loss, counts[n] + 1) if n in losses else (loss, 1)
         n_utts += len(batch["ids"])
-    return losses, n_utts
+    return {n: v / counts[n] if counts[n] > 1 else v for n, v in losses.items()}, n_utts
 
 
 def log_losses(w: Worker, losses: dict[str, torch.Tensor], lr: float, speed: Throughput, step: int) -> None:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import CorpusConfig, DataConfig
+from ..config import Config, CorpusConfig, DataConfig
 from ..corpora import av
 from ..data.loader import CorpusLoader
 from ..data.plan import class_balanced_mask
 from ..data.remote import UrlPolicy
+from ..data.schedule import RoundRobinSchedule, TemperatureSchedule, corpus_schedule
 from ..data.shards import load_index
 from ..data.stream import CorpusStream, ShardList, shard_list
 from ..errors import EmonetError
@@ -45,6 +46,12 @@ class CorpusData:
     @property
     def name(self) -> str:
         return self.spec.domain
+
+    @property
+    def train_size(self) -> int:
+        """Training utterances (after subsampling): ``n_c`` of temperature sampling, from the index alone."""
+        keep = self.include["train"]
+        return int(keep.sum()) if keep is not None else self.shards["train"].total
 
     def class_weights(self) -> torch.Tensor:
         """N / (C * n_c) per class (sklearn's "balanced"); classes without samples get weight 0."""
@@ -85,6 +92,14 @@ def corpus_data(root: str, spec: CorpusConfig, seed: int, policy: UrlPolicy = Ur
                 counts[targets[lab]] += 1
     class_counts = [counts.get(i, 0) for i in range(len(classes))] if field == "label" else [1] * len(classes)
     return CorpusData(spec, classes, targets, field, kind, shards, include, class_counts)
+
+
+def corpus_schedule_for(cfg: Config, datas: dict[str, CorpusData]) -> RoundRobinSchedule | TemperatureSchedule:
+    """The corpus schedule of a multi-corpus run (``train.corpus_sampling``), as every rank builds it: from the
+    data seed and the corpora's training sizes in their shard indexes, so ranks agree without communicating."""
+    t = cfg.train
+    return corpus_schedule(t.corpus_sampling, list(datas), [d.train_size for d in datas.values()], cfg.data.seed,
+                           temperature=t.sampling_temperature, shuffle=t.shuffle_rounds)
 
 
 def train_loader(cd: CorpusData, data: DataConfig, rank: int, world: int, position: Position | None = None
