@@ -76,8 +76,8 @@ def _run(rank: int, world: int, port: int, empty_b: bool, reduction: str, dtype:
     if reduction == "average":  # the bug the test must catch: dividing by the world size
         sum_grads = D.sum_gradients
 
-        def averaged(params):
-            sum_grads(params)
+        def averaged(params, check=False):
+            sum_grads(params, check)
             for p in params:
                 if p.grad is not None:
                     p.grad.div_(world)
