@@ -104,6 +104,12 @@ def setup_worker(cfg: Config, run: dict) -> Worker:
     opt = torch.optim.SGD(groups, lr=cfg.optim.stage_lr(0, finetune), momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay, fused=amp.fused_optimizer or None)
     trainable = [p for g in groups for p in g["params"]]
+    if amp.fused_optimizer and cfg.optim.momentum:
+        # torch's fused SGD decides "first step" for all parameters at once: a corpus whose parameters get their
+        # first gradient after the others' (multi-corpus rounds) met missing momentum buffers, and its CPU kernel
+        # wrote NaN into the weights. Zero buffers give the same first step (0.9 * 0 + g = g, exactly).
+        for p in trainable:
+            opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
     class_w = {n: d.class_weights().to(device) if cfg.optim.class_weighted else None for n, d in datas.items()}
     return Worker(cfg, rank, size, device, run_dir, log, datas, model, opt, trainable, class_w, sync_bn, finetune,
                   make_schedule(cfg.train, cfg.optim), amp)
