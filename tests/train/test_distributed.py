@@ -28,6 +28,9 @@ from emonet_dist.train.loop import train_step
 from emonet_dist.train.precision import make_precision
 from emonet_testkit import free_port, max_relative_error
 
+# The device these tests run on: the CPU here; bench/gpu_check.py runs this file with EMONET_TEST_DEVICE=cuda (ranks
+# on cuda:rank modulo the GPUs; NCCL with a GPU per rank, gloo when two ranks share one GPU).
+DEVICE = os.environ.get("EMONET_TEST_DEVICE", "cpu")
 CFG = ModelConfig(stem_width=4, base_width=8, pooling=PoolingConfig(units=8), head=HeadConfig(hidden=8, dropout=0.0))
 CLASSES = {"A": 3, "B": 2}
 WEIGHTS = {"A": torch.tensor([1.0, 2.0, 0.5]), "B": torch.tensor([1.5, 0.7])}
@@ -61,9 +64,9 @@ def _split(batch: dict, rank: int, corpus: str, empty_b: bool) -> dict:
     return _rows(batch, list(range(3)) if rank == 0 else list(range(3, 6)))
 
 
-def _fresh(frozen_bn: bool = False):
+def _fresh(frozen_bn: bool = False, device: torch.device | str = "cpu"):
     torch.manual_seed(0)
-    model = build_model(CFG, CLASSES)
+    model = build_model(CFG, CLASSES).to(device)
     groups = set_mode(model, "scratch")
     if frozen_bn:  # every BN normalises with its running statistics: each utterance's forward is its own
         bns = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
@@ -72,12 +75,27 @@ def _fresh(frozen_bn: bool = False):
     return model, opt, [p for g in groups for p in g["params"]]
 
 
+def _device(rank: int) -> torch.device:
+    return torch.device("cpu") if DEVICE == "cpu" else torch.device("cuda", rank % torch.cuda.device_count())
+
+
+def _backend(world: int) -> str:
+    return "nccl" if DEVICE != "cpu" and torch.cuda.device_count() >= world else "gloo"
+
+
+def _host(state: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
 def _run(rank: int, world: int, port: int, empty_b: bool, reduction: str, dtype: str, rounds: int,
          out: dict, precision: str = "fp32", frozen_bn: bool = False) -> None:
     torch.set_num_threads(1)
     torch.set_default_dtype(getattr(torch, dtype))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    device = _device(rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(_backend(world), rank=rank, world_size=world)
     if reduction == "average":  # the bug the test must catch: dividing by the world size
         sum_grads = D.sum_gradients
 
@@ -89,24 +107,24 @@ def _run(rank: int, world: int, port: int, empty_b: bool, reduction: str, dtype:
         import emonet_dist.train.loop as loop
 
         loop.sum_gradients = averaged
-    model, opt, trainable = _fresh(frozen_bn)
+    model, opt, trainable = _fresh(frozen_bn, device)
     if reduction != "local-bn":
         D.use_global_batchnorm(model)
     model.train()
     for corpus, batch in _union_batches(1, rounds):
-        train_step(model, opt, trainable, _split(batch, rank, corpus, empty_b), corpus, _weights(corpus), "cpu",
-                   make_precision(precision, torch.device("cpu")))
+        train_step(model, opt, trainable, _split(batch, rank, corpus, empty_b), corpus, _weights(corpus, device),
+                   device, make_precision(precision, device))
     if rank == 0:
-        out["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        out["state"] = _host(model.state_dict())
     if reduction == "local-bn":  # ray.sync_batchnorm=false: what the loop does before evaluations and checkpoints
-        out[f"before{rank}"] = {k: v.clone() for k, v in model.state_dict().items()}
+        out[f"before{rank}"] = _host(model.state_dict())
         D.average_batchnorm_stats(model)
-        out[f"after{rank}"] = {k: v.clone() for k, v in model.state_dict().items()}
+        out[f"after{rank}"] = _host(model.state_dict())
     dist.destroy_process_group()
 
 
-def _weights(corpus: str) -> torch.Tensor:
-    return WEIGHTS[corpus].to(torch.get_default_dtype())
+def _weights(corpus: str, device: torch.device) -> torch.Tensor:
+    return WEIGHTS[corpus].to(device, torch.get_default_dtype())
 
 
 @contextlib.contextmanager
@@ -122,12 +140,13 @@ def default_dtype(dtype: str):
 
 def _reference(dtype: str, rounds: int, precision: str = "fp32", frozen_bn: bool = False) -> dict:
     with default_dtype(dtype):
-        model, opt, trainable = _fresh(frozen_bn)
+        device = _device(0)
+        model, opt, trainable = _fresh(frozen_bn, device)
         model.train()
         for corpus, batch in _union_batches(1, rounds):
-            train_step(model, opt, trainable, batch, corpus, _weights(corpus), "cpu",
-                       make_precision(precision, torch.device("cpu")))
-        return model.state_dict()
+            train_step(model, opt, trainable, batch, corpus, _weights(corpus, device), device,
+                       make_precision(precision, device))
+        return _host(model.state_dict())
 
 
 def _distributed(empty_b: bool, dtype: str, rounds: int, reduction: str = "sum", everything: bool = False,
@@ -249,25 +268,29 @@ def test_averaging_over_the_world_size_is_caught_under_bf16_autocast():
 def _bn_run(rank: int, world: int, port: int, out: dict) -> None:
     """One GlobalBatchNorm step under bf16 autocast on this rank's rows of a fixed batch (world 1: all rows)."""
     torch.set_num_threads(1)
+    device = _device(rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        dist.init_process_group(_backend(world), rank=rank, world_size=world)
     g = torch.Generator().manual_seed(3)
     x, dy = torch.randn(6, 5, 4, 9, generator=g) * 2 + 0.5, torch.randn(6, 5, 4, 9, generator=g)
     rows = slice(0, 6) if world == 1 else slice(3 * rank, 3 * rank + 3)
-    bn = D.GlobalBatchNorm(5)
+    bn = D.GlobalBatchNorm(5).to(device)
     with torch.no_grad():
         bn.weight.copy_(torch.rand(5, generator=g) + 0.5)
         bn.bias.copy_(torch.randn(5, generator=g))
-    xb = x[rows].to(torch.bfloat16).requires_grad_()  # what a conv under autocast hands the BN
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    xb = x[rows].to(device, torch.bfloat16).requires_grad_()  # what a conv under autocast hands the BN
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         y = bn(xb)
-    (y.float() * dy[rows]).sum().backward()
+    (y.float() * dy[rows].to(device)).sum().backward()
     D.sum_gradients([bn.weight, bn.bias])
-    out[f"y{rank}"], out[f"dx{rank}"] = y.detach().float(), xb.grad.float()
+    out[f"y{rank}"], out[f"dx{rank}"] = y.detach().float().cpu(), xb.grad.float().cpu()
     if rank == 0:
-        out.update(dw=bn.weight.grad.clone(), db=bn.bias.grad.clone(), mean=bn.running_mean.clone(),
-                   var=bn.running_var.clone(), dtypes=(str(y.dtype), str(xb.grad.dtype), str(bn.running_mean.dtype)))
+        out.update(**_host({"dw": bn.weight.grad, "db": bn.bias.grad, "mean": bn.running_mean,
+                            "var": bn.running_var}),
+                   dtypes=(str(y.dtype), str(xb.grad.dtype), str(bn.running_mean.dtype)))
     if world > 1:
         dist.destroy_process_group()
 
