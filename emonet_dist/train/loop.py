@@ -1,7 +1,8 @@
 """``train_loop_per_worker``: what every Ray Train worker runs, top to bottom.
 
     [1] config, rank, device     [2] data      [3] model and optimiser     [4] restore from a checkpoint
-    [5] the loop: one step = one round over the corpora (multi) or one batch (single)
+    [5] the loop: one step = one round over the corpora (multi) or one batch (single), on the device without
+        host reads until the next reading point (an evaluation, report or checkpoint), where losses are logged
     [6] evaluation, best-dev bookkeeping and checkpoints        [7] final test predictions and artifacts
 
 What stays fixed for the run ([1]-[3]) is a :class:`~emonet_dist.train.worker.Worker`; what changes and must
@@ -11,7 +12,8 @@ restoring and checkpointing (:mod:`~emonet_dist.train.checkpoint`), dev evaluati
 (:mod:`~emonet_dist.train.dev_eval`), the final metrics and outputs (:mod:`~emonet_dist.train.finish`).
 
 The distributed semantics (same corpus on every rank, global loss normalisation, summed gradients, global
-BatchNorm) live in :mod:`emonet_dist.train.distributed`; the comments below mark where they apply.
+BatchNorm) live in :mod:`emonet_dist.train.distributed`, mixed precision (``train.precision``) in
+:mod:`emonet_dist.train.precision`; the comments below mark where they apply.
 """
 
 from __future__ import annotations
