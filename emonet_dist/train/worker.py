@@ -26,8 +26,6 @@ from .lr import PlateauSchedule, StageSchedule, make_schedule
 from .precision import Precision, make_precision
 from .streams import CorpusData, corpus_data
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class Worker:
@@ -99,7 +97,7 @@ def setup_worker(cfg: Config, run: dict) -> Worker:
     finetune = cfg.train.mode in ("finetune", "head")
     amp = make_precision(cfg.train.precision, device)
     if log:
-        logger.info("rank 0 trains on %s in %s (train.precision=%s)", device, amp.name, cfg.train.precision)
+        say(f"[train] on {device} in {amp.name} (train.precision={cfg.train.precision})")
     # fp16: the fused SGD takes the loss scaler's inf flag on the device (the default one reads it on the host)
     opt = torch.optim.SGD(groups, lr=cfg.optim.stage_lr(0, finetune), momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay, fused=amp.fused_optimizer or None)
