@@ -330,6 +330,10 @@ class TrainConfig:
     trigger plateau LR drops and ASHA stops for the wrong reason. Gradients are unaffected."""
     device: str = "auto"
     """``auto`` (CUDA when the worker has a GPU), ``cpu``, ``cuda``, ``cuda:1``..."""
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """Autocast dtype of the model's forward (``emonet_dist.train.precision``): ``bf16`` or ``fp16`` (with a loss
+    scaler, checkpointed); ``auto`` takes bf16 on a GPU that supports it, else fp32. Weights, the loss
+    normalisation and the gradient sum stay fp32, and so do the log-mel frontend and evaluation."""
     threads: int = 0
     """torch intra-op threads per worker; 0 uses the worker's CPU allotment."""
 

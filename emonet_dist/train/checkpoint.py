@@ -5,7 +5,8 @@ directory holds::
 
     model/model.safetensors + .json    weights, model config, corpora and label maps (emonet_dist.model.weights)
     optim.safetensors                  SGD momentum buffers, keyed by parameter name
-    state.json                         round/epoch, LR schedule, best dev scores, data positions, config
+    state.json                         round/epoch, LR schedule, best dev scores, data positions, fp16 loss scale,
+                                       config
 
 :func:`report_checkpoint` and :func:`restore` are the loop's two ends of it: every rank reports (rank 0 with the
 checkpoint), and a restarted worker group continues from the latest one exactly.
@@ -82,7 +83,7 @@ def report_checkpoint(w: Worker, state: TrainState, loaders: dict, metrics: dict
     if not w.sync_bn:
         average_batchnorm_stats(w.model)
     assert_ranks_agree(bn_state_digest(w.model), "BatchNorm running statistics")
-    state = replace(state, positions={n: Position(**loaders[n].state()) for n in w.names})
+    state = replace(state, positions={n: Position(**loaders[n].state()) for n in w.names}, scaler=w.amp.state())
     if w.rank == 0:
         tmp = Path(tempfile.mkdtemp(prefix="emonet-ckpt-"))
         save_checkpoint(tmp, w.model, w.opt, {**state.to_dict(), "config": w.cfg.to_dict()})
@@ -97,9 +98,9 @@ def restore(w: Worker, checkpoint) -> TrainState:
     """The state to start from: a fresh one, or the one in ``checkpoint`` (a ``ray.train.Checkpoint``, which Ray
     hands a restarted worker group), whose model and optimiser tensors are loaded into ``w`` here.
 
-    The restore is exact: weights, BatchNorm statistics, momentum, data positions, best scores and the schedule's
-    position come back, and the random draws follow from the step (``state.step_seed``). Only rank 0's tensors
-    count: the caller broadcasts them, as DDP does at start-up."""
+    The restore is exact: weights, BatchNorm statistics, momentum, fp16's loss scale, data positions, best scores
+    and the schedule's position come back, and the random draws follow from the step (``state.step_seed``). Only
+    rank 0's tensors count: the caller broadcasts them, as DDP does at start-up."""
     fresh = TrainState(plateau=None if w.multi else w.schedule)
     if checkpoint is None:
         return fresh
@@ -110,6 +111,7 @@ def restore(w: Worker, checkpoint) -> TrainState:
             state = TrainState.from_dict(read_state(d))
         except ConfigError as exc:
             raise ConfigError(f"checkpoint {checkpoint.path}: state.json is no training state: {exc}") from None
+    w.amp.load(state.scaler)  # fp16: the loss scale and its growth count continue (the same on every rank)
     if w.log:
         say(f"[train] resumed at step {state.step} from {checkpoint.path}")
     # the single-corpus schedule's position continues; the multi-corpus schedule has none (the step is its position)

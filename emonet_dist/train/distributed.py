@@ -55,15 +55,21 @@ class _GlobalBN(torch.autograd.Function):
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, track):
         c = x.shape[1]
         n = x.numel() // max(c, 1)
+        # Statistics, the gathered table and the running averages are at least fp32 whatever x is (bf16/fp16
+        # under autocast): an fp16 count overflows at 65504, and bf16 means would carry 3 significant digits.
+        stats = x.new_zeros(c, dtype=torch.promote_types(x.dtype, torch.float32))
         if n > 0:
             # the fused BN kernel's batch statistics (2-5x faster than torch.var_mean on CPU, channels_last
-            # included); its normalised output is discarded. eps=0 gives invstd = 1/sqrt(biased var).
-            _, mean_l, invstd_l = torch.native_batch_norm(x.detach(), None, None, None, None, True, 0.0, 0.0)
-            var_l = invstd_l.pow(-2)  # 1/inf**2 = 0 for a constant channel
+            # included); its normalised output is discarded. eps=0 gives invstd = 1/sqrt(biased var). An fp32
+            # weight makes the kernel accumulate and return fp32 statistics for a low-precision x on CPU too
+            # (CUDA always does).
+            _, mean_l, invstd_l = torch.native_batch_norm(x.detach(), weight if weight is not None else
+                                                          stats + 1, None, None, None, True, 0.0, 0.0)
+            mean_l, var_l = mean_l.to(stats.dtype), invstd_l.to(stats.dtype).pow(-2)  # 1/inf**2 = 0: constant channel
         else:
-            var_l = mean_l = x.new_zeros(c)
+            var_l = mean_l = stats
         _, size = world()
-        local = torch.cat([x.new_full((1,), float(n)), mean_l, var_l * n])
+        local = torch.cat([stats.new_full((1,), float(n)), mean_l, var_l * n])
         parts = [torch.empty_like(local) for _ in range(size)]
         dist.all_gather(parts, local)
         table = torch.stack(parts)  # (world, 1 + 2C): count, mean, M2
@@ -99,7 +105,7 @@ class _GlobalBN(torch.autograd.Function):
         a = (w * invstd).view(shape)
         b = (-w * invstd ** 3 * sum_dy_xmu).view(shape)
         cst = -a * sum_dy.view(shape) - b * mean.view(shape)
-        dx = torch.addcmul(cst, x, b).addcmul_(dy, a)
+        dx = torch.addcmul(cst, x, b).addcmul_(dy, a).to(x.dtype)  # fp32 arithmetic, x's dtype under autocast
         return dx, (gw if weight is not None else None), (gb if weight is not None else None), \
             None, None, None, None, None
 
@@ -171,11 +177,13 @@ def global_weighted_ce(logits: Tensor, targets: Tensor, class_weights: Tensor | 
     return (w * ce).sum() / total.clamp(min=torch.finfo(ce.dtype).tiny)
 
 
-def sum_gradients(params: list[nn.Parameter]) -> None:
+def sum_gradients(params: list[nn.Parameter], check: bool = False) -> None:
     """All-reduce (sum) the gradients of ``params`` that have one, in a single flat buffer.
 
     Every rank must hold gradients for the same parameters (guaranteed because all ranks run the same
-    corpus); a mismatch is detected and reported instead of silently mixing tensors.
+    corpus). ``check`` first compares the buffer's size over the ranks and raises on a mismatch instead of
+    silently mixing tensors; reading the result is a host synchronisation, so the loop checks on the first
+    round of a process (start-up, and after a restore) rather than at every step.
     """
     _, size = world()
     if size == 1:
@@ -183,18 +191,24 @@ def sum_gradients(params: list[nn.Parameter]) -> None:
     with_grad = [p for p in params if p.grad is not None]
     if not with_grad:
         return
-    flat = torch.cat([p.grad.reshape(-1) for p in with_grad])
-    check = torch.tensor([flat.numel(), -flat.numel()], dtype=torch.float64, device=flat.device)
-    dist.all_reduce(check, op=dist.ReduceOp.MAX)  # (max, -min) of the sizes in one collective
-    if check[0].item() != -check[1].item():
-        raise RuntimeError("ranks computed gradients for different parameters; every rank must train the same "
-                           "corpus at the same step (check that all ranks share data.seed and the corpus list)")
+    flat = torch.cat([p.grad.reshape(-1) for p in with_grad])  # fp32 under autocast too: the weights' dtype
+    if check:
+        check_same_size(flat.numel(), flat.device)
     dist.all_reduce(flat)
     offset = 0
     for p in with_grad:
         n = p.grad.numel()
         p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
         offset += n
+
+
+def check_same_size(numel: int, device: torch.device) -> None:
+    """Raise unless every rank passes the same ``numel`` (one collective and one host read)."""
+    check = torch.tensor([numel, -numel], dtype=torch.float64, device=device)
+    dist.all_reduce(check, op=dist.ReduceOp.MAX)  # (max, -min) of the sizes in one collective
+    if check[0].item() != -check[1].item():  # CPU-GPU sync point, at start-up and after a restore only
+        raise RuntimeError("ranks computed gradients for different parameters; every rank must train the same "
+                           "corpus at the same step (check that all ranks share data.seed and the corpus list)")
 
 
 def broadcast_state(model: nn.Module, src: int = 0) -> None:

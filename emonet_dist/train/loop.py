@@ -1,7 +1,8 @@
 """``train_loop_per_worker``: what every Ray Train worker runs, top to bottom.
 
     [1] config, rank, device     [2] data      [3] model and optimiser     [4] restore from a checkpoint
-    [5] the loop: one step = one round over the corpora (multi) or one batch (single)
+    [5] the loop: one step = one round over the corpora (multi) or one batch (single), on the device without
+        host reads until the next reading point (an evaluation, report or checkpoint), where losses are logged
     [6] evaluation, best-dev bookkeeping and checkpoints        [7] final test predictions and artifacts
 
 What stays fixed for the run ([1]-[3]) is a :class:`~emonet_dist.train.worker.Worker`; what changes and must
@@ -11,18 +12,20 @@ restoring and checkpointing (:mod:`~emonet_dist.train.checkpoint`), dev evaluati
 (:mod:`~emonet_dist.train.dev_eval`), the final metrics and outputs (:mod:`~emonet_dist.train.finish`).
 
 The distributed semantics (same corpus on every rank, global loss normalisation, summed gradients, global
-BatchNorm) live in :mod:`emonet_dist.train.distributed`; the comments below mark where they apply.
+BatchNorm) live in :mod:`emonet_dist.train.distributed`, mixed precision (``train.precision``) in
+:mod:`emonet_dist.train.precision`; the comments below mark where they apply.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ..config import Config
+from ..data.schedule import RoundRobinSchedule, TemperatureSchedule
 from ..log import run_log
 from ..log import setup_worker as worker_logging
 from ..runs.run import LOGS
@@ -32,6 +35,7 @@ from .dev_eval import evaluate_dev
 from .distributed import broadcast_state, global_weighted_ce, sum_gradients
 from .finish import final_metrics
 from .lr import set_lr
+from .precision import FP32, Precision
 from .state import Throughput, TrainState, step_seed
 from .streams import corpus_schedule_for, train_loader
 from .worker import Worker, say, setup_worker
@@ -53,7 +57,7 @@ def run_worker(config: dict, entered: float) -> None:
     # [1] config, rank, device  [2] data  [3] model and optimiser: what stays fixed for the run ---------------
     w = setup_worker(Config.from_dict(config["cfg"]), config["run"])
 
-    # [4] restore: model, optimiser, schedule, best scores and data positions ------------------------------------
+    # [4] restore: model, optimiser, loss scaler, schedule, best scores and data positions ----------------------
     state = restore(w, ray.train.get_checkpoint())
     broadcast_state(w.model)  # like DDP at start-up: every rank continues from rank 0's exact tensors
     # one endless loader per corpus, from this rank's data position
@@ -62,65 +66,117 @@ def run_worker(config: dict, entered: float) -> None:
     speed = Throughput(first_step=state.step)
     loop_start = time.time()
 
-    # [5] the loop ---------------------------------------------------------------------------------------------
+    # [5] the loop: steps on the device up to the next reading point, then [6] ----------------------------------
     w.model.train()
-    lr = set_lr(w.opt, current_lr(w, state))
     metrics = dict(state.last_eval or {})  # a run resumed after its last step goes straight to [7]
+    pending: list[LossRecord] = []
     while not finished(w, state):  # already true when resumed from the final checkpoint
-        order = rounds.round(state.step) if w.multi else w.names
-        t0 = time.perf_counter()
-        losses, n_utts = train_round(w, loaders, order, state.step)
-        speed = speed.add(state.step, time.perf_counter() - t0, n_utts)
-        state = replace(state, step=state.step + 1)
-        epoch_end = epoch_ended(w, loaders)
-        if state.step % w.cfg.train.log_every == 0 or epoch_end:
-            log_losses(w, losses, lr, speed, state.step)
+        state, speed, epoch_end = train_until_reading_point(w, loaders, rounds, state, speed, pending)
+        log_losses(w, pending)  # the losses of the steps since the last reading point, read now
         # [6] evaluation, LR stages, checkpoints ----------------------------------------------------------------
         state, metrics = evaluate_and_checkpoint(w, state, loaders, epoch_end)
-        lr = set_lr(w.opt, current_lr(w, state))
 
     # [7] final: test predictions of the last model, bundles, artifacts; the final checkpoint ---------------------
     final = final_metrics(w, state, loaders, metrics, speed, entered, loop_start)
     report_checkpoint(w, state, loaders, final)
 
 
-def train_step(model, opt, trainable: list, batch: dict, corpus: str, class_weights, device) -> torch.Tensor:
+def train_step(model, opt, trainable: list, batch: dict, corpus: str, class_weights, device,
+               amp: Precision = FP32, check: bool = False) -> torch.Tensor:
     """One SGD update on one corpus's batch; every rank calls it with the same corpus at the same time.
 
-    Returns this rank's share of the union batch's loss (summed over ranks it is the loss).
+    Args:
+        amp: the run's precision: autocast around the model (the loss and the gradient sum stay fp32) and, for
+            fp16, the loss scaler (``emonet_dist.train.precision``).
+        check: compare the gradients' size over the ranks first (a host synchronisation: first round only).
+    Returns this rank's share of the union batch's loss (summed over ranks it is the loss), on the device.
     """
-    waves, lengths = batch["waves"].to(device), batch["lengths"].to(device)
-    targets = batch["targets"].to(device)
-    logits = model(waves, lengths, corpus, labels=targets)
-    loss = global_weighted_ce(logits, targets, class_weights)  # normalised by the union batch's weight
+    waves, lengths = batch["waves"].to(device, non_blocking=True), batch["lengths"].to(device, non_blocking=True)
+    targets = batch["targets"].to(device, non_blocking=True)
+    with amp.autocast():  # the model only; its log-mel frontend runs in fp32 by itself
+        logits = model(waves, lengths, corpus, labels=targets)
+    loss = global_weighted_ce(logits.float(), targets, class_weights)  # normalised by the union batch's weight
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    sum_gradients(trainable)  # the union gradient is the sum of the ranks' shares, whoever computed them
-    opt.step()
+    amp.backward(loss)  # fp16: the scaled loss
+    sum_gradients(trainable, check)  # the union gradient is the sum of the ranks' shares, whoever computed them
+    amp.step(opt)  # fp16: unscale, skip the step on inf/nan (all ranks alike: the sum spread it), update the scale
     return loss.detach()
 
 
-def train_round(w: Worker, loaders: dict, order: list[str], step: int) -> tuple[dict[str, torch.Tensor], int]:
+def train_round(w: Worker, loaders: dict, order: list[str], step: int, check: bool = False
+                ) -> tuple[dict[str, torch.Tensor], int]:
     """One step: a batch of each corpus in ``order``. Returns this rank's loss shares (per corpus, the mean over
-    its batches when temperature sampling drew it more than once) and the utterances trained."""
+    its batches when temperature sampling drew it more than once; only the corpora drawn) and the utterances
+    trained."""
     losses, counts, n_utts = {}, {}, 0
     for pos, n in enumerate(order):  # every rank trains the same corpus here (shared seeded schedule)
         batch = next(loaders[n])
         torch.manual_seed(step_seed(w.cfg.seed, step, pos, w.rank))
-        loss = train_step(w.model, w.opt, w.trainable, batch, n, w.class_weights[n], w.device)
+        loss = train_step(w.model, w.opt, w.trainable, batch, n, w.class_weights[n], w.device, w.amp, check)
         losses[n], counts[n] = (losses[n] + loss, counts[n] + 1) if n in losses else (loss, 1)
         n_utts += len(batch["ids"])
     return {n: v / counts[n] if counts[n] > 1 else v for n, v in losses.items()}, n_utts
 
 
-def log_losses(w: Worker, losses: dict[str, torch.Tensor], lr: float, speed: Throughput, step: int) -> None:
-    """Every rank joins the reduction of the loss shares; rank 0 logs the global losses, LR and throughput."""
-    vals = torch.stack(list(losses.values()))
+@dataclass(frozen=True)
+class LossRecord:
+    """One logged step: this rank's loss shares (on the device, one per corpus of the run in order; 0 for a corpus
+    the step did not draw), the corpora it drew (known on the host), the LR and the throughput."""
+
+    step: int
+    shares: torch.Tensor
+    drawn: frozenset[str]
+    lr: float
+    utt_per_s: float
+
+
+def train_until_reading_point(w: Worker, loaders: dict, rounds: RoundRobinSchedule | TemperatureSchedule,
+                              state: TrainState, speed: Throughput, pending: list[LossRecord]
+                              ) -> tuple[TrainState, Throughput, bool]:
+    """[5] Steps until the next reading point (:func:`reading_point`), with no host synchronisation in between:
+    losses stay on the device (appended to ``pending`` every ``log_every`` steps) and only the first round of a
+    process (start-up, or after a restore) compares the gradients' size over the ranks (tests/train/test_sync.py).
+
+    Returns the state after the last step, the throughput and whether that step ended an epoch."""
+    while True:
+        lr = set_lr(w.opt, current_lr(w, state))  # the stage's LR: from the step (multi) or the plateau schedule
+        order = rounds.round(state.step) if w.multi else w.names
+        t0 = time.perf_counter()  # on a GPU, host time: the device catches up at the reading points
+        losses, n_utts = train_round(w, loaders, order, state.step, check=state.step == speed.first_step)
+        speed = speed.add(state.step, time.perf_counter() - t0, n_utts)
+        state = replace(state, step=state.step + 1)
+        epoch_end = epoch_ended(w, loaders)
+        if state.step % w.cfg.train.log_every == 0 or epoch_end:
+            zero = next(iter(losses.values())).new_zeros(())
+            shares = torch.stack([losses.get(n, zero) for n in w.names])
+            pending.append(LossRecord(state.step, shares, frozenset(losses), lr, speed.per_second(w.size)))
+        if reading_point(w, state, epoch_end):
+            return state, speed, epoch_end
+
+
+def reading_point(w: Worker, state: TrainState, epoch_end: bool) -> bool:
+    """Whether the loop reads device values after this step: an evaluation, a report or checkpoint, or the end
+    (multi: every ``eval_every`` and ``checkpoint_every`` steps and the last; single: every epoch's end)."""
+    if not w.multi:
+        return epoch_end
+    train = w.cfg.train
+    return state.step % train.eval_every == 0 or state.step % train.checkpoint_every == 0 or finished(w, state)
+
+
+def log_losses(w: Worker, pending: list[LossRecord]) -> None:
+    """Every rank joins the reduction of the pending loss shares (one collective for all of them); rank 0 logs
+    the global losses, LR and throughput of each pending step. Empties ``pending``."""
+    if not pending:
+        return
+    vals = torch.stack([r.shares for r in pending])  # (steps, corpora)
     if w.size > 1:
         torch.distributed.all_reduce(vals)  # shares -> global losses (one small collective)
     if w.log:
-        w.log.log_metrics({**{metric_key("loss", n): float(v) for n, v in zip(losses, vals)}, "lr": lr,
-                           "train_utt_per_s": speed.per_second(w.size)}, step)
+        rows = vals.tolist()  # CPU-GPU sync point: a reading point
+        for r, row in zip(pending, rows):
+            w.log.log_metrics({**{metric_key("loss", n): v for n, v in zip(w.names, row) if n in r.drawn}, "lr": r.lr,
+                               "train_utt_per_s": r.utt_per_s}, r.step)
+    pending.clear()
 
 
 def evaluate_and_checkpoint(w: Worker, state: TrainState, loaders: dict, epoch_end: bool

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import typed
 from .lr import PlateauSchedule
+from .precision import ScalerState
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class TrainState:
     last_eval: dict[str, float] | None = None
     """The latest dev evaluation's metrics: a report needs one, and a run resumed from its final checkpoint
     reports these again."""
+    scaler: ScalerState | None = None
+    """fp16's loss scaler as of the last checkpoint (``train.precision=fp16``); None otherwise."""
 
     def improves(self, corpus: str, dev_uar: float) -> bool:
         """Whether ``dev_uar`` beats the corpus's best so far (any score beats none)."""

@@ -22,6 +22,7 @@ from ..model.pretrained import build_model_for_run
 from ..tracking import RunLogger
 from .distributed import use_global_batchnorm, world
 from .lr import PlateauSchedule, StageSchedule, make_schedule
+from .precision import Precision, make_precision
 from .streams import CorpusData, corpus_data
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class Worker:
     """Finetuning modes start at the finetune learning rate (``optim.stage_lr``)."""
     schedule: StageSchedule | PlateauSchedule
     """The LR schedule as configured (the plateau schedule's position moves on in ``TrainState.plateau``)."""
+    amp: Precision
+    """``train.precision`` on this device: autocast dtype and fp16's loss scaler (its state is checkpointed)."""
 
     @property
     def names(self) -> list[str]:
@@ -96,22 +99,38 @@ def setup_worker(cfg: Config, run: dict) -> Worker:
     if sync_bn:
         use_global_batchnorm(model)  # BN statistics over the union batch of all ranks
     finetune = cfg.train.mode in ("finetune", "head")
+    amp = make_precision(cfg.train.precision, device)
+    if log:
+        say(f"[train] on {device} in {amp.name} (train.precision={cfg.train.precision})")
+    # fp16: the fused SGD takes the loss scaler's inf flag on the device (the default one reads it on the host)
     opt = torch.optim.SGD(groups, lr=cfg.optim.stage_lr(0, finetune), momentum=cfg.optim.momentum,
-                          weight_decay=cfg.optim.weight_decay)
+                          weight_decay=cfg.optim.weight_decay, fused=amp.fused_optimizer or None)
     trainable = [p for g in groups for p in g["params"]]
+    if amp.fused_optimizer and cfg.optim.momentum:
+        # torch's fused SGD decides "first step" for all parameters at once: a corpus whose parameters get their
+        # first gradient after the others' (multi-corpus rounds) met missing momentum buffers, and its CPU kernel
+        # wrote NaN into the weights. Zero buffers give the same first step (0.9 * 0 + g = g, exactly).
+        for p in trainable:
+            opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
     class_w = {n: d.class_weights().to(device) if cfg.optim.class_weighted else None for n, d in datas.items()}
     return Worker(cfg, rank, size, device, run_dir, log, datas, model, opt, trainable, class_w, sync_bn, finetune,
-                  make_schedule(cfg.train, cfg.optim))
+                  make_schedule(cfg.train, cfg.optim), amp)
 
 
 def resolve_device(name: str) -> torch.device:
+    """The worker's device for ``train.device``; a CUDA device becomes the process's current one, which is where
+    NCCL's object collectives (``all_gather_object`` in evaluation and checks) put their tensors."""
     if name == "auto":
+        device = torch.device("cpu")
         if torch.cuda.is_available():
             import ray.train
 
-            return ray.train.torch.get_device()  # the GPU Ray assigned to this worker
-        return torch.device("cpu")
-    return torch.device(name)
+            device = ray.train.torch.get_device()  # the GPU Ray assigned to this worker
+    else:
+        device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def say(message: str) -> None:

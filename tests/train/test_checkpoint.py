@@ -11,7 +11,10 @@ import torch
 
 from emonet_dist.errors import ConfigError
 from emonet_dist.train.checkpoint import restore, save_checkpoint
+from emonet_dist.train.loop import train_round
+from emonet_dist.train.precision import ScalerState
 from emonet_dist.train.state import Best, Position, TrainState
+from emonet_dist.train.streams import train_loader
 from emonet_dist.train.worker import setup_worker
 from emonet_testkit import same_tensors, tiny_train_config
 
@@ -62,3 +65,31 @@ def test_a_state_json_that_is_no_training_state_is_refused(single_cfg, tmp_path)
     save_checkpoint(tmp_path / "ckpt", w.model, w.opt, {**TrainState().to_dict(), "step": "9"})
     with pytest.raises(ConfigError, match="state.json is no training state: step: expected int"):
         restore(w, ray.train.Checkpoint.from_directory(str(tmp_path / "ckpt")))
+
+
+def test_fp16_loss_scaler_state_comes_back_with_the_checkpoint(single_cfg, tmp_path):
+    """train.precision=fp16: the loss scale and its growth count are part of the state a checkpoint saves, so a
+    restored worker takes the same next step as the one that kept running (bit for bit)."""
+    cfg = single_cfg.replace({"train.precision": "fp16"})
+    w = setup_worker(cfg, {"name": "ckpt", "dir": str(tmp_path / "run")})
+    assert w.amp.name == "fp16" and w.opt.defaults["fused"]  # the fused SGD keeps the inf check on the device
+    loaders = {"synth2": train_loader(w.datas["synth2"], cfg.data, 0, 1)}
+    for step in range(3):
+        train_round(w, loaders, ["synth2"], step)
+    state = TrainState(step=3, positions={"synth2": Position(**loaders["synth2"].state())}, plateau=w.schedule,
+                       scaler=w.amp.state())
+    fresh_scaler = ScalerState(scale=2.0 ** 16, growth_tracker=0)
+    assert state.scaler != fresh_scaler  # fp16 overflowed at 2^16 and backed off, or counted good steps
+    save_checkpoint(tmp_path / "ckpt", w.model, w.opt, {**state.to_dict(), "config": cfg.to_dict()})
+
+    fresh = setup_worker(cfg, {"name": "ckpt", "dir": str(tmp_path / "run")})
+    assert fresh.amp.state() == fresh_scaler
+    restored = restore(fresh, ray.train.Checkpoint.from_directory(str(tmp_path / "ckpt")))
+    assert restored == state and fresh.amp.state() == state.scaler
+    resumed = {"synth2": train_loader(fresh.datas["synth2"], cfg.data, 0, 1, restored.positions["synth2"])}
+    train_round(w, loaders, ["synth2"], 3)
+    train_round(fresh, resumed, ["synth2"], 3)
+    assert fresh.amp.state() == w.amp.state()
+    assert same_tensors(fresh.model.state_dict(), w.model.state_dict())
+    for loader in (*loaders.values(), *resumed.values()):
+        loader.close()

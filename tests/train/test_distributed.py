@@ -6,7 +6,8 @@ batches. Shared parameters, per-corpus parameters and BN running statistics must
 relative to each tensor's magnitude (see ``TOLERANCE``). One scenario gives rank 1 no samples of corpus B, and a
 negative control shows that averaging gradients over the world size (instead of over the ranks that computed them)
 is caught. The local-BN option (``ray.sync_batchnorm=false``) is checked for what it promises instead: ranks' BN
-statistics agree after the loop's averaging.
+statistics agree after the loop's averaging. Under bf16 autocast (``train.precision=bf16``) the same equivalence
+holds to bf16's rounding, and BatchNorm over the union batch keeps its statistics in fp32 (see ``BF16_TOLERANCE``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from emonet_dist.model.build import build_model
 from emonet_dist.model.modes import set_mode
 from emonet_dist.train import distributed as D
 from emonet_dist.train.loop import train_step
+from emonet_dist.train.precision import make_precision
 from emonet_testkit import free_port, max_relative_error
 
+# The device these tests run on: the CPU here; bench/gpu_check.py runs this file with EMONET_TEST_DEVICE=cuda (ranks
+# on cuda:rank modulo the GPUs; NCCL with a GPU per rank, gloo when two ranks share one GPU).
+DEVICE = os.environ.get("EMONET_TEST_DEVICE", "cpu")
 CFG = ModelConfig(stem_width=4, base_width=8, pooling=PoolingConfig(units=8), head=HeadConfig(hidden=8, dropout=0.0))
 CLASSES = {"A": 3, "B": 2}
 WEIGHTS = {"A": torch.tensor([1.0, 2.0, 0.5]), "B": torch.tensor([1.5, 0.7])}
@@ -59,48 +64,67 @@ def _split(batch: dict, rank: int, corpus: str, empty_b: bool) -> dict:
     return _rows(batch, list(range(3)) if rank == 0 else list(range(3, 6)))
 
 
-def _fresh():
+def _fresh(frozen_bn: bool = False, device: torch.device | str = "cpu"):
     torch.manual_seed(0)
-    model = build_model(CFG, CLASSES)
+    model = build_model(CFG, CLASSES).to(device)
     groups = set_mode(model, "scratch")
+    if frozen_bn:  # every BN normalises with its running statistics: each utterance's forward is its own
+        bns = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
+        model.freeze_batchnorms([n for n, m in model.named_modules() if isinstance(m, bns)])
     opt = torch.optim.SGD(groups, lr=0.05, momentum=0.9, weight_decay=1e-3)
     return model, opt, [p for g in groups for p in g["params"]]
 
 
+def _device(rank: int) -> torch.device:
+    return torch.device("cpu") if DEVICE == "cpu" else torch.device("cuda", rank % torch.cuda.device_count())
+
+
+def _backend(world: int) -> str:
+    return "nccl" if DEVICE != "cpu" and torch.cuda.device_count() >= world else "gloo"
+
+
+def _host(state: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
 def _run(rank: int, world: int, port: int, empty_b: bool, reduction: str, dtype: str, rounds: int,
-         out: dict) -> None:
+         out: dict, precision: str = "fp32", frozen_bn: bool = False) -> None:
     torch.set_num_threads(1)
     torch.set_default_dtype(getattr(torch, dtype))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    device = _device(rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(_backend(world), rank=rank, world_size=world)
     if reduction == "average":  # the bug the test must catch: dividing by the world size
         sum_grads = D.sum_gradients
 
-        def averaged(params):
-            sum_grads(params)
+        def averaged(params, check=False):
+            sum_grads(params, check)
             for p in params:
                 if p.grad is not None:
                     p.grad.div_(world)
         import emonet_dist.train.loop as loop
 
         loop.sum_gradients = averaged
-    model, opt, trainable = _fresh()
+    model, opt, trainable = _fresh(frozen_bn, device)
     if reduction != "local-bn":
         D.use_global_batchnorm(model)
     model.train()
     for corpus, batch in _union_batches(1, rounds):
-        train_step(model, opt, trainable, _split(batch, rank, corpus, empty_b), corpus, _weights(corpus), "cpu")
+        train_step(model, opt, trainable, _split(batch, rank, corpus, empty_b), corpus, _weights(corpus, device),
+                   device, make_precision(precision, device))
     if rank == 0:
-        out["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        out["state"] = _host(model.state_dict())
     if reduction == "local-bn":  # ray.sync_batchnorm=false: what the loop does before evaluations and checkpoints
-        out[f"before{rank}"] = {k: v.clone() for k, v in model.state_dict().items()}
+        out[f"before{rank}"] = _host(model.state_dict())
         D.average_batchnorm_stats(model)
-        out[f"after{rank}"] = {k: v.clone() for k, v in model.state_dict().items()}
+        out[f"after{rank}"] = _host(model.state_dict())
     dist.destroy_process_group()
 
 
-def _weights(corpus: str) -> torch.Tensor:
-    return WEIGHTS[corpus].to(torch.get_default_dtype())
+def _weights(corpus: str, device: torch.device) -> torch.Tensor:
+    return WEIGHTS[corpus].to(device, torch.get_default_dtype())
 
 
 @contextlib.contextmanager
@@ -114,19 +138,23 @@ def default_dtype(dtype: str):
         torch.set_default_dtype(old)
 
 
-def _reference(dtype: str, rounds: int) -> dict:
+def _reference(dtype: str, rounds: int, precision: str = "fp32", frozen_bn: bool = False) -> dict:
     with default_dtype(dtype):
-        model, opt, trainable = _fresh()
+        device = _device(0)
+        model, opt, trainable = _fresh(frozen_bn, device)
         model.train()
         for corpus, batch in _union_batches(1, rounds):
-            train_step(model, opt, trainable, batch, corpus, _weights(corpus), "cpu")
-        return model.state_dict()
+            train_step(model, opt, trainable, batch, corpus, _weights(corpus, device), device,
+                       make_precision(precision, device))
+        return _host(model.state_dict())
 
 
-def _distributed(empty_b: bool, dtype: str, rounds: int, reduction: str = "sum", everything: bool = False) -> dict:
+def _distributed(empty_b: bool, dtype: str, rounds: int, reduction: str = "sum", everything: bool = False,
+                 precision: str = "fp32", frozen_bn: bool = False) -> dict:
     with mp.Manager() as m:
         out = m.dict()
-        mp.spawn(_run, args=(2, free_port(), empty_b, reduction, dtype, rounds, out), nprocs=2, join=True)
+        mp.spawn(_run, args=(2, free_port(), empty_b, reduction, dtype, rounds, out, precision, frozen_bn), nprocs=2,
+                 join=True)
         return dict(out) if everything else dict(out["state"])
 
 
@@ -194,3 +222,96 @@ def test_local_batchnorm_ranks_agree_after_averaging():
         assert max_relative_error(a0[k], (b0[k] + b1[k]) / 2) <= 1e-6, k
     for k in params:
         assert torch.equal(b0[k], b1[k]), k
+
+
+# bf16 autocast. In the scenario above bf16 cannot show anything: that computation amplifies rounding some 600-fold in
+# one round (see above), and bf16 rounds 2^16 times coarser than fp32 (unit roundoff 2^-9 = 2e-3), so 2 workers and
+# 1 worker differed by 0.2 of the update (normwise, one round), as much as bf16 differs from fp32 there (0.2) and
+# as the negative control (0.26). Two changes make it measurable: every BatchNorm normalises with its running
+# statistics (frozen), so an utterance's forward does not depend on the others in its batch, and what is compared
+# is the update (after - start) over all tensors, normwise. Measured (AMD EPYC, torch 2.9.1; one and two rounds):
+# 2 workers vs 1 worker in bf16 3.2e-3 and 4.6e-3 (1.6-2.3 bf16 units: the per-utterance bf16 convolutions round
+# differently for 3 and 6 rows), bf16 vs fp32 on 1 worker 2.1e-2, fp32 2 vs 1 workers 3e-7, the negative control
+# (gradients averaged over the world size) 0.51. Tolerance 2e-2: 4x above the largest measured, no more than bf16's
+# own distance from fp32 on the same step, 25x below the negative control. BatchNorm over the union batch in bf16
+# is tested on its own below.
+BF16_TOLERANCE = 2e-2
+
+
+def _update_error(got: dict, ref: dict, start: dict) -> float:
+    """||(got - start) - (ref - start)|| / ||ref - start|| over every floating-point tensor."""
+    keys = [k for k, v in start.items() if v.is_floating_point()]
+    num = sum(float((got[k].double() - ref[k].double()).square().sum()) for k in keys)
+    den = sum(float((ref[k].double() - start[k].double()).square().sum()) for k in keys)
+    return (num / den) ** 0.5
+
+
+@pytest.mark.parametrize("empty_b", [False, True], ids=["both-ranks-see-B", "rank1-has-no-B"])
+def test_two_workers_equal_one_worker_under_bf16_autocast(empty_b):
+    ref = _reference("float32", 2, "bf16", frozen_bn=True)
+    got = _distributed(empty_b, "float32", 2, precision="bf16", frozen_bn=True)
+    start = _fresh(frozen_bn=True)[0].state_dict()
+    assert _update_error(got, ref, start) <= BF16_TOLERANCE
+    # both corpora's own parameters and the shared ones moved, and bf16 made a difference the size measured above
+    moved = {k for k, v in _relative_errors(ref, start, counters_equal=False).items() if v > 1e-3}
+    assert any(".adapters.A." in k for k in moved) and any(".adapters.B." in k for k in moved)
+    assert any("heads.B" in k for k in moved) and "pooling.proj.weight" in moved
+    assert _update_error(ref, _reference("float32", 2, "fp32", frozen_bn=True), start) > 1e-3
+
+
+def test_averaging_over_the_world_size_is_caught_under_bf16_autocast():
+    ref, start = _reference("float32", 1, "bf16", frozen_bn=True), _fresh(frozen_bn=True)[0].state_dict()
+    wrong = _distributed(True, "float32", 1, reduction="average", precision="bf16", frozen_bn=True)
+    assert _update_error(wrong, ref, start) > 10 * BF16_TOLERANCE
+
+
+def _bn_run(rank: int, world: int, port: int, out: dict) -> None:
+    """One GlobalBatchNorm step under bf16 autocast on this rank's rows of a fixed batch (world 1: all rows)."""
+    torch.set_num_threads(1)
+    device = _device(rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+        dist.init_process_group(_backend(world), rank=rank, world_size=world)
+    g = torch.Generator().manual_seed(3)
+    x, dy = torch.randn(6, 5, 4, 9, generator=g) * 2 + 0.5, torch.randn(6, 5, 4, 9, generator=g)
+    rows = slice(0, 6) if world == 1 else slice(3 * rank, 3 * rank + 3)
+    bn = D.GlobalBatchNorm(5).to(device)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(5, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(5, generator=g))
+    xb = x[rows].to(device, torch.bfloat16).requires_grad_()  # what a conv under autocast hands the BN
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        y = bn(xb)
+    (y.float() * dy[rows].to(device)).sum().backward()
+    D.sum_gradients([bn.weight, bn.bias])
+    out[f"y{rank}"], out[f"dx{rank}"] = y.detach().float().cpu(), xb.grad.float().cpu()
+    if rank == 0:
+        out.update(**_host({"dw": bn.weight.grad, "db": bn.bias.grad, "mean": bn.running_mean,
+                            "var": bn.running_var}),
+                   dtypes=(str(y.dtype), str(xb.grad.dtype), str(bn.running_mean.dtype)))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def test_global_batchnorm_under_bf16_autocast_equals_batchnorm_on_the_union():
+    """BN over the union batch, in bf16 as autocast hands it: statistics, running averages and the parameters'
+    gradients in fp32, output and input gradient in bf16, all as a single BN on the union batch computes them."""
+    ref: dict = {}
+    _bn_run(0, 1, 0, ref)
+    with mp.Manager() as m:
+        out = m.dict()
+        mp.spawn(_bn_run, args=(2, free_port(), out), nprocs=2, join=True)
+        got = dict(out)
+    assert got["dtypes"] == ref["dtypes"] == ("torch.bfloat16", "torch.bfloat16", "torch.float32")
+    y, dx = torch.cat([got["y0"], got["y1"]]), torch.cat([got["dx0"], got["dx1"]])
+    errors = {"y": max_relative_error(y, ref["y0"]), "dx": max_relative_error(dx, ref["dx0"]),
+              **{k: max_relative_error(got[k], ref[k]) for k in ("dw", "db", "mean", "var")}}
+    # Measured: y and dx equal, the fp32 quantities within 1.1e-7 (fp32 rounding of a differently ordered sum).
+    # Tolerances: bf16 outputs one bf16 unit (2^-8 of the magnitude: a statistic differing in its last fp32 bits
+    # may flip a rounding); fp32 quantities 1e-5, 100x above the measured and 100x below what statistics kept in
+    # bf16 would give (~2^-9 = 2e-3, the old code's, which also let an fp16 count overflow at 65504).
+    tolerance = {"y": 2 ** -8, "dx": 2 ** -8, "dw": 1e-5, "db": 1e-5, "mean": 1e-5, "var": 1e-5}
+    assert all(errors[k] <= tolerance[k] for k in errors), errors
+    assert float(ref["dw"].abs().min()) > 0 and float(ref["mean"].abs().min()) > 0  # non-trivial values

@@ -237,3 +237,22 @@ def test_bundle_export_register_predict_reproduces_logged_probabilities(referenc
         assert row["label"] == logged[uid]["prediction"]
         for c, p in row["probs"].items():  # same model, batch of one instead of a padded batch
             assert abs(p - float(logged[uid][f"prob_{c}"])) < 1e-5  # probabilities: FP32_REORDERED of 1
+
+
+def test_local_batchnorm_bf16_run_ends_with_its_final_checkpoint(synth_shards, tmp_path, ray_local):
+    """ray.sync_batchnorm=false with 2 workers, in bf16: the end of the run (BN statistics averaged over the ranks,
+    final test predictions, bundles, then the final checkpoint's all-reduce) completes. On GPUs this is where the
+    old write_final_outputs left rank 0's model on the CPU and the final all-reduce failed; its device invariant is
+    tested in test_outputs.py, this runs the same end to end."""
+    cfg = tiny_cfg(synth_shards, tmp_path, "ray.sync_batchnorm=false", "train.precision=bf16", "name=localbn",
+                   "tracking.enabled=false")
+    result = run_training(cfg)
+    assert result.metrics["step"] == 12 and result.metrics["start_step"] == 0
+    final = [c for c in (tmp_path / "ray").glob("localbn-*/checkpoint_*") if (c / "state.json").is_file()
+             and json.loads((c / "state.json").read_text())["step"] == 12]
+    assert final, "no final checkpoint at step 12"
+    assert json.loads((final[-1] / "state.json").read_text())["config"]["train"]["precision"] == "bf16"
+    for rel in ("final/model.safetensors", "backbone/backbone.safetensors", "bundles/synth2/bundle.json",
+                "predictions/final/synth4.csv"):
+        assert (result.dir / rel).is_file(), rel
+    assert all(bool(v.isfinite().all()) for v in final_tensors(result.dir).values())
