@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import secrets
@@ -27,6 +28,8 @@ from .errors import EmonetError
 from .pipeline.checks import URL, check_env, check_shared_paths
 from .pipeline.runner import MARKER
 from .pipeline.spec import JobSpec, load_spec
+
+log = logging.getLogger(__name__)
 
 JOB_FILE = "job.yaml"
 ENTRYPOINT = f"python -m emonet_dist.cli jobs run {JOB_FILE}"
@@ -60,6 +63,19 @@ def job_client(address: str | None):
         raise EmonetError(f"cannot use the Ray job API at {address}: {msg}; {hint}") from None
 
 
+def tracking_server_env(given: dict[str, str]) -> dict[str, str]:
+    """The MLflow server of the submitting shell, when it names one: ``MLFLOW_TRACKING_URI`` from the environment
+    (``cluster/local``'s ``env.sh`` exports its server's) wins over the spec's default, and ``--env
+    MLFLOW_TRACKING_URI=...`` wins over both. A local store in the shell (``sqlite:``, a path) is not forwarded: the
+    job's driver could not reach it."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if "MLFLOW_TRACKING_URI" in given or not uri.startswith(("http://", "https://")):
+        return {}
+    log.info("[submit] the job logs to the MLflow server of this shell, %s (MLFLOW_TRACKING_URI; --env "
+             "MLFLOW_TRACKING_URI=... chooses another)", uri[:200])
+    return {"MLFLOW_TRACKING_URI": uri}
+
+
 def runtime_env(spec: JobSpec, spec_path: str | Path, env: list[str], no_pip: bool) -> dict:
     """The job's runtime_env: the spec's, ``--env NAME=VALUE`` added, local py_modules made absolute."""
     renv, base = dict(spec.runtime_env), Path(spec_path).resolve().parent
@@ -67,7 +83,8 @@ def runtime_env(spec: JobSpec, spec_path: str | Path, env: list[str], no_pip: bo
         renv.pop("pip", None)
     if any("=" not in e for e in env):
         raise EmonetError("--env takes NAME=VALUE")
-    renv["env_vars"] = {**(renv.get("env_vars") or {}), **dict(e.split("=", 1) for e in env)}
+    given = dict(e.split("=", 1) for e in env)
+    renv["env_vars"] = {**(renv.get("env_vars") or {}), **tracking_server_env(given), **given}
     check_env(renv, Path(spec_path))
     if renv.get("py_modules"):  # local module paths are relative to the spec file
         renv["py_modules"] = [m if URL.match(m) else str((base / m).resolve()) for m in renv["py_modules"]]

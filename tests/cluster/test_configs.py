@@ -199,3 +199,23 @@ def test_mlflow_runs_are_found_in_job_logs():
                                   "mlflow run def (x: tiny-1) at sqlite:///r.db"]
     assert failure("a\nerror: first\nb\nerror: the real one\n", "Ray's message") == "the real one"
     assert failure("no cli error", "Job entrypoint   failed") == "Job entrypoint failed"
+
+
+@pytest.mark.parametrize("shell, given, expect", [
+    ("http://127.0.0.1:5123", [], "http://127.0.0.1:5123"),  # cluster/local's env.sh sourced: its server
+    (None, [], "http://mlflow:5000"),  # nothing in the shell: the spec's default
+    ("sqlite:////home/me/mlflow.db", [], "http://mlflow:5000"),  # a local store is not forwarded to the cluster
+    ("http://127.0.0.1:5123", ["MLFLOW_TRACKING_URI=http://other:5000"], "http://other:5000"),  # --env wins
+])
+def test_a_submitted_job_logs_to_the_shells_mlflow_server_unless_told_otherwise(monkeypatch, shell, given, expect):
+    """Issue 14, row 10: a job submitted to cluster/local logged to the spec's http://mlflow:5000, which does not
+    exist there, and failed after 8.5 minutes."""
+    from emonet_dist.submit import runtime_env
+
+    if shell is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", shell)
+    path = ROOT / "jobs" / "submit" / "demo.job.yaml"
+    renv = runtime_env(load_spec(path), path, given, no_pip=True)
+    assert renv["env_vars"]["MLFLOW_TRACKING_URI"] == expect and "pip" not in renv
