@@ -115,14 +115,17 @@ def setup_worker() -> None:
     root.propagate = False
 
 
-def start_file_log(path: str | Path) -> logging.Handler:
+def start_file_log(path: str | Path, thread: int | None = None) -> logging.Handler:
     """Start copying the package's log lines into ``path`` (appended: a resumed run continues its file) at the
     level the console uses (info when nothing set a level, as when the package is used as a library); stop with
-    :func:`stop_file_log`."""
+    :func:`stop_file_log`. ``thread``: only the lines logged by that thread (runs a grid drives in parallel
+    threads each keep their own lines)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FILE_FORMAT))
+    if thread is not None:
+        handler.addFilter(lambda record: record.thread == thread)
     root = logging.getLogger(ROOT)
     setattr(handler, _SAVED_LEVEL, root.level)
     if root.level == logging.NOTSET:
@@ -138,7 +141,8 @@ def stop_file_log(handler: logging.Handler | None) -> None:
     root = logging.getLogger(ROOT)
     root.removeHandler(handler)
     handler.close()
-    root.setLevel(getattr(handler, _SAVED_LEVEL, root.level))
+    if not any(hasattr(h, _SAVED_LEVEL) for h in root.handlers):  # the last file copy (others run in threads)
+        root.setLevel(getattr(handler, _SAVED_LEVEL, root.level))
 
 
 @contextlib.contextmanager

@@ -11,8 +11,9 @@ import yaml
 from emonet_dist.config import Config, load_config
 from emonet_dist.demo import demo_config_path, demo_spec, demo_spec_path
 from emonet_dist.errors import ConfigError
+from emonet_dist.pipeline.runner import RUNNERS
 from emonet_dist.pipeline.spec import KINDS, TrainStep, TransferStep, load_spec, step_keys
-from emonet_dist.pipeline.steps import STEPS, used_corpora
+from emonet_dist.pipeline.steps import used_corpora
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,7 @@ def _write(tmp_path: Path, steps: list, **extra) -> Path:
 
 
 def test_every_step_kind_has_a_runner():
-    assert set(KINDS) == set(STEPS)
+    assert set(KINDS) == set(RUNNERS)
     assert step_keys("transfer") == ["corpus", "from", "mode", "overrides", "task"]  # YAML's `from`, not `source`
 
 

@@ -18,11 +18,14 @@ from typing import Any
 
 from ..config import Config
 from ..names import MAX_LEN
+from .grid import run_grid
 from .spec import JobSpec
 from .steps import STEPS, JobContext
 
 log = logging.getLogger(__name__)
 MARKER = "@@emonet-run "
+RUNNERS = {**STEPS, "grid": run_grid}
+"""Step kind -> its function (every kind of :data:`emonet_dist.pipeline.spec.KINDS`); a grid makes many runs."""
 
 
 @dataclass(frozen=True)
@@ -90,15 +93,14 @@ def run_spec(spec: JobSpec, on_record: Callable[[dict], None] | None = None) -> 
     with parent_run(ctx.config, name, kind="job", tags=ctx.tags) as job_run_id:
         for step in spec.steps:
             log.info("[job %s] step %s: %s", spec.name, step.id, step.run)
-            rec = STEPS[step.run](step, ctx)
-            if rec is None:
-                continue
-            # (no link lookup on a server that just failed the run's tracking)
-            rec["experiment_id"] = None if rec.get("tracking") == "incomplete" else _experiment_id(rec)
-            records.append(rec)
-            log.info("[job %s] step %s: %s in %s", spec.name, step.id, rec["run"], rec["dir"])
-            if on_record:
-                on_record(rec)
+            made = RUNNERS[step.run](step, ctx)
+            for rec in made if isinstance(made, list) else [made] if made else []:
+                # (no link lookup on a server that just failed the run's tracking)
+                rec["experiment_id"] = None if rec.get("tracking") == "incomplete" else _experiment_id(rec)
+                records.append(rec)
+                log.info("[job %s] step %s: %s in %s", spec.name, step.id, rec["run"], rec["dir"])
+                if on_record:
+                    on_record(rec)
     incomplete = [r["dir"] for r in records if r.get("tracking") == "incomplete"]
     if incomplete:  # each run warned when it ended; the job's last lines say it again, with the commands
         log.warning("[job %s] tracking incomplete for %d run(s); complete their MLflow copies with: %s", spec.name,

@@ -14,6 +14,8 @@ the submitter's checkout, and the spec is the whole record of the experiment. Ke
                   {run: prepare, recipe, raw, corpus, corpora_dir, samples_per_shard}   corpus prepare + shard
                   {run: baseline, corpora}                               eGeMAPS + linear SVM on prepared corpora
                   {run: report, baseline, candidates, checkpoint, reports_dir}   McNemar report of earlier runs
+                  {run: grid, folds, dev, seeds, methods, baseline, checkpoint, max_parallel}   folds x seeds x
+                                                         methods (each method: its own steps), pooled report
     profiles:     named override lists (``--profile paper``, the demo's ``smoke``)
     extends, groups:  reuse another spec's config and steps, keep only some step groups
     runtime_env:  Ray's (pip pins, env_vars such as MLFLOW_TRACKING_URI, py_modules, working_dir)
@@ -130,9 +132,36 @@ class ReportStep(Step):
     """Where ``<id>-<time>/`` goes: absolute, or relative to output_dir (default ``reports``)."""
 
 
+@dataclass(frozen=True)
+class GridStep(Step):
+    """Folds x seeds x methods as one unit (:mod:`.grid`): every method's steps run once per test fold and seed,
+    on corpora prepared with ``prepare.split=folds`` and ``prepare.num_folds=folds`` (partitions fold1..foldK)."""
+
+    folds: int = 0
+    """K: fold i is the test set of the runs of cell i, for i = 1..K."""
+    dev: Literal["next", "train"] = "next"
+    """The rotation: ``next`` makes fold i+1 (mod K) the dev set and trains on the rest; ``train`` has no dev
+    fold (model selection on the training folds; for K = 2, where a dev fold would leave nothing to train on)."""
+    seeds: tuple[int, ...] = (0,)
+    """Each seed sets ``seed`` and ``data.seed`` of the runs (a method of baseline steps only runs once per fold:
+    eGeMAPS + SVM is deterministic)."""
+    methods: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    """Method name -> its steps (train, transfer, baseline; transfers refer to steps of the same method). A
+    method's predictions come from its last steps: those no later step of the method builds on."""
+    baseline: str = ""
+    """The method the report compares the others with (default: the first)."""
+    checkpoint: Literal["best", "final"] = "best"
+    max_parallel: int = 0
+    """At most this many runs at once (0: as many as the cluster's CPUs and GPUs hold)."""
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "methods": {m: [s.to_dict() if isinstance(s, Step) else s for s in steps]
+                                                 for m, steps in self.methods.items()}}
+
+
 KINDS: dict[str, type[Step]] = {"synth": SynthStep, "train": TrainStep, "prepare": PrepareStep,
                                 "baseline": BaselineStep, "transfer": TransferStep, "tune": TuneStep,
-                                "report": ReportStep}
+                                "report": ReportStep, "grid": GridStep}
 RUN_KINDS = ("train", "transfer", "baseline")
 """Steps whose runs a transfer or report can refer to."""
 TRANSFER_SETS = ("name", "data.corpora", "train.schedule", "train.mode", "train.init_from")
@@ -249,6 +278,8 @@ def typed_steps(raw: list[dict], cfg: Config, where: Path, user: tuple[str, ...]
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         step = check_step(step, cfg, runs, where)
+        if isinstance(step, GridStep):
+            step = check_grid(step, lambda raw, w: typed_steps(raw, cfg, w, user), where)
         if user and hasattr(step, "overrides"):
             step = dataclasses.replace(step, overrides=(*step.overrides, *job_wide(step, user)))
         runs += [sid] if kind in RUN_KINDS else []
@@ -307,6 +338,31 @@ def check_step(step: Step, cfg: Config, runs: list[str], where: Path) -> Step:
         raise ConfigError(f"{where}: step {sid}: {step.run} writes shards into data.shards, which must be a "
                           f"directory")
     return step
+
+
+def check_grid(step: GridStep, type_steps, where: Path) -> GridStep:
+    """A grid's folds, seeds and baseline checked, and each method's steps typed by ``type_steps(raw, where)``
+    (train, transfer and baseline steps; a transfer builds on a step of its own method)."""
+    sid = step.id
+    problems = [
+        (step.folds < 2, f"folds must be at least 2, got {step.folds}"),
+        (step.dev == "next" and step.folds < 3, f"dev: next needs at least 3 folds (test, dev and training folds), "
+                                                f"got {step.folds}; use dev: train"),
+        (not step.seeds or len(set(step.seeds)) < len(step.seeds), "seeds must be a non-empty list of distinct seeds"),
+        (len(step.methods) < 2, "methods must name at least two methods (a baseline and one to compare)"),
+        (step.max_parallel < 0, f"max_parallel must be >= 0, got {step.max_parallel}"),
+        (bool(step.baseline) and step.baseline not in step.methods,
+         f"baseline {short(step.baseline)} is not one of the methods ({short_list(step.methods)})")]
+    bad = next((text for failed, text in problems if failed), "")
+    if bad:
+        raise ConfigError(f"{where}: step {sid}: {bad}")
+    methods = {}
+    for name, raw in step.methods.items():
+        check_name(name, f"{where}: step {sid}: method")
+        if not raw or not all(isinstance(r, dict) and r.get("run") in ("train", "transfer", "baseline") for r in raw):
+            raise ConfigError(f"{where}: step {sid}: method {name} needs a list of train, transfer or baseline steps")
+        methods[name] = type_steps(list(raw), Path(f"{where}: step {sid}: method {name}"))
+    return dataclasses.replace(step, methods=methods)
 
 
 def column_steps(col: str | ReportColumn | None) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,7 +120,9 @@ class Run:
     def start_log(self) -> None:
         """Copy this process's log lines into ``logs/driver.log`` until :meth:`finish` (appended on resume)."""
         if self.log_handler is None:
-            self.log_handler = log.start_file_log(self.dir / LOGS / "driver.log")
+            main = threading.current_thread() is threading.main_thread()
+            self.log_handler = log.start_file_log(self.dir / LOGS / "driver.log",
+                                                  None if main else threading.get_ident())
 
     def tracking_error(self) -> str | None:
         """Why MLflow logging failed during the run (``tracking_error.txt``), or None."""

@@ -92,7 +92,8 @@ def finish_mlflow_run(uri: str | None, run_id: str | None, ok: bool) -> None:
 
 
 @contextmanager
-def parent_run(cfg: Config, name: str, kind: str = "job", tags: dict[str, str] | None = None) -> Iterator[str | None]:
+def parent_run(cfg: Config, name: str, kind: str = "job", tags: dict[str, str] | None = None,
+               reuse: str | None = None) -> Iterator[str | None]:
     """An MLflow run for a job (or an experiment) that every run started inside the block nests under.
 
     Usage (a pipeline runner)::
@@ -103,14 +104,16 @@ def parent_run(cfg: Config, name: str, kind: str = "job", tags: dict[str, str] |
     Yields the parent's run id (None when ``cfg.tracking.enabled`` is false). Inside the block
     :data:`PARENT_ENV` holds the id (child processes inherit it); the parent ends FINISHED, or FAILED when the block
     raises. A parent already set (a job inside a job) becomes this run's own parent. The block's log lines go to
-    ``<output_dir>/jobs/<name>/job.log``, an artifact of the parent run.
+    ``<output_dir>/jobs/<name>/job.log``, an artifact of the parent run. ``reuse``: the MLflow run id of an earlier
+    attempt (a resumed grid), which is reopened instead of a new parent when the server still has it.
     """
     if not cfg.tracking.enabled:
         yield None
         return
     log_file = inside(cfg.output_dir, "jobs", check_name(name, f"{kind} name"), f"{kind}.log")
     uri = tracking.tracking_uri(cfg)
-    run_id = start_mlflow_run(cfg, name, kind, tags)
+    run_id = _reopened(uri, reuse) if reuse else None
+    run_id = run_id or start_mlflow_run(cfg, name, kind, tags)
     before = os.environ.get(PARENT_ENV)
     os.environ[PARENT_ENV] = run_id
     handler = start_file_log(log_file)
@@ -126,6 +129,14 @@ def parent_run(cfg: Config, name: str, kind: str = "job", tags: dict[str, str] |
         stop_file_log(handler)
         tracking.quietly(lambda: tracking.client(uri).log_artifact(run_id, str(log_file), "logs"))
         finish_mlflow_run(uri, run_id, ok)
+
+
+def _reopened(uri: str, run_id: str) -> str | None:
+    """``run_id`` set RUNNING again, or None when the store does not have it."""
+    def reopen() -> str:
+        tracking.client(uri).update_run(run_id, status="RUNNING")
+        return run_id
+    return tracking.quietly(reopen)
 
 
 def sync_run(run_dir: Path, info: dict, uri: str | None = None) -> tuple[int, int]:

@@ -1,0 +1,117 @@
+"""The grid step (issue 16): how a spec's folds × seeds × methods become runs, which partitions each run uses, how many
+run at once, and what a grid spec is refused for. The grid running for real: tests/test_grid_smoke.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emonet_dist.errors import ConfigError, EmonetError
+from emonet_dist.pipeline.grid import cell_values, fold_partitions, plan, reusable, run_config, runs_at_once
+from emonet_dist.pipeline.spec import GridStep, load_spec
+from emonet_dist.pipeline.steps import JobContext
+from emonet_dist.runs import Run, absolute_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _spec(tmp_path, grid: dict, config: dict | None = None):
+    config = config or {"name": "g", "output_dir": str(tmp_path / "runs"),
+                        "data": {"shards": str(tmp_path / "shards"), "corpora": [{"name": "a"}, {"name": "b"}]}}
+    path = tmp_path / "grid.job.yaml"
+    path.write_text(yaml.safe_dump({"name": "g", "config": config, "steps": [{"id": "grid", "run": "grid", **grid}]}))
+    return load_spec(path)
+
+
+METHODS = {"scratch": [{"id": "s", "run": "train", "overrides": ["train.schedule=single"]}],
+           "adapters": [{"id": "pre", "run": "train"}, {"id": "to-a", "run": "transfer", "from": "pre", "corpus": "a",
+                                                        "mode": "adapters"},
+                        {"id": "to-b", "run": "transfer", "from": "pre", "corpus": "b", "mode": "adapters"}],
+           "svm": [{"id": "svm", "run": "baseline", "corpora": ["a", "b"]}]}
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_the_folds_rotate_so_each_is_tested_once_and_never_trained_on_in_its_cell(k):
+    tests = []
+    for i in range(1, k + 1):
+        p = fold_partitions(k, i, "next")
+        assert p["dev"] == [f"fold{i % k + 1}"] and len(p["test"]) == 1 and len(p["train"]) == k - 2
+        assert not set(p["test"]) & set(p["train"] + p["dev"]) and not set(p["dev"]) & set(p["train"])
+        tests += p["test"]
+    assert sorted(tests) == sorted(f"fold{i}" for i in range(1, k + 1))
+    p = fold_partitions(2, 1, "train")
+    assert p == {"train": ["fold2"], "dev": ["fold2"], "test": ["fold1"]}
+
+
+def test_a_grid_plans_every_fold_seed_and_method_and_a_deterministic_baseline_once_per_fold(tmp_path):
+    spec = _spec(tmp_path, {"folds": 3, "seeds": [0, 7], "methods": METHODS, "baseline": "scratch"})
+    (step,) = spec.steps
+    chains = plan(step, spec.config)
+    assert len(chains) == 3 * 2 * 2 + 3  # scratch and adapters per fold and seed; svm per fold
+    names = [n for c in chains for n in c.names]
+    assert len(set(names)) == len(names) and "g-grid-adapters-to-b-s7-fold3" in names
+    adapters = next(c for c in chains if c.method == "adapters")
+    assert adapters.leaves == ("to-a", "to-b")  # the pretraining run's predictions are not the method's
+    assert {c.seed for c in chains if c.method == "svm"} == {0}
+    # a run's config: the cell's seed and fold partitions for every corpus, typed (not string overrides)
+    ctx = JobContext(spec, spec.config, {})
+    chain = next(c for c in chains if c.method == "scratch" and c.seed == 7 and c.fold == 3)
+    cfg = run_config(ctx, step, chain, chain.steps[0], chain.names[0], {})
+    assert (cfg.name, cfg.seed, cfg.data.seed, cfg.train.schedule) == (chain.names[0], 7, 7, "single")
+    assert {(c.name, c.train, c.dev, c.test) for c in cfg.data.corpora} == {
+        (n, ("fold2",), ("fold1",), ("fold3",)) for n in ("a", "b")}
+    svm = next(c for c in chains if c.method == "svm")
+    assert [c["name"] for c in cell_values(spec.config, step, svm, "x", ["b"])["data.corpora"]] == ["b"]
+
+
+def test_runs_at_once_is_what_the_cluster_holds_of_the_largest_run():
+    assert runs_at_once({"CPU": 2.0}, {"CPU": 2.0}, 0, 8) == 1  # this machine, 2-worker runs: one at a time
+    assert runs_at_once({"CPU": 1.0}, {"CPU": 2.0}, 0, 8) == 2
+    assert runs_at_once({"CPU": 4.0, "GPU": 2.0}, {"CPU": 64.0, "GPU": 8.0}, 0, 30) == 4  # the GPUs bound it
+    assert runs_at_once({"CPU": 1.0}, {"CPU": 16.0}, 3, 8) == 3 and runs_at_once({"CPU": 1.0}, {"CPU": 16.0}, 0, 2) == 2
+    assert runs_at_once({"CPU": 8.0}, {"CPU": 2.0}, 0, 8) == 1  # too big for the cluster: Ray's wait says so
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"folds": 1, "methods": METHODS}, "folds must be at least 2"),
+    ({"folds": 2, "methods": METHODS}, "dev: next needs at least 3 folds"),
+    ({"folds": 3, "seeds": [1, 1], "methods": METHODS}, "distinct seeds"),
+    ({"folds": 3, "methods": {"scratch": METHODS["scratch"]}}, "at least two methods"),
+    ({"folds": 3, "methods": METHODS, "baseline": "nope"}, "baseline .?nope.? is not one of the methods"),
+    ({"folds": 3, "methods": {**METHODS, "../x": METHODS["svm"]}}, "method"),
+    ({"folds": 3, "methods": {**METHODS, "t": [{"id": "t", "run": "tune", "space": {}}]}},
+     "train, transfer or baseline"),
+    ({"folds": 3, "methods": {**METHODS, "t": [{"id": "t", "run": "transfer", "from": "s", "corpus": "a",
+                                                "mode": "adapters"}]}}, "from: an earlier"),  # another method's step
+    ({"folds": 3, "methods": METHODS, "max_parallel": -1}, "max_parallel"),
+    ({"folds": 3, "methods": METHODS, "shuffle": True}, "unknown key"),
+])
+def test_a_bad_grid_is_refused_when_the_spec_loads(tmp_path, grid, message):
+    with pytest.raises(ConfigError, match=message):
+        _spec(tmp_path, grid)
+
+
+def test_a_grid_spec_round_trips_through_what_submit_ships(tmp_path):
+    spec = _spec(tmp_path, {"folds": 3, "methods": METHODS})
+    shipped = tmp_path / "shipped.job.yaml"
+    shipped.write_text(yaml.safe_dump(spec.to_dict()))
+    again = load_spec(shipped)
+    assert again.steps == spec.steps and isinstance(again.steps[0], GridStep)
+
+
+def test_a_finished_run_is_reused_only_with_the_config_it_was_planned_with(tmp_path):
+    spec = _spec(tmp_path, {"folds": 3, "methods": METHODS})
+    (step,) = spec.steps
+    ctx = JobContext(spec, spec.config, {})
+    chain = plan(step, spec.config)[0]
+    cfg = run_config(ctx, step, chain, chain.steps[0], chain.names[0], {})
+    assert reusable(cfg, chain.names[0]) is None  # nothing there yet
+    run = Run.create(absolute_paths(cfg.replace({"tracking.enabled": False})), chain.names[0])
+    run.finish(True, metrics={"test_uar": 0.5})
+    assert reusable(cfg, chain.names[0]).metrics == {"test_uar": 0.5}  # tracking settings may differ
+    with pytest.raises(EmonetError, match="exists with another config .*optim.lr"):
+        reusable(cfg.replace({"optim.lr": 0.5}), chain.names[0])
+    (run.dir / "run.json").unlink()  # killed while it was being created: started again
+    assert reusable(cfg, chain.names[0]) is None and not run.dir.exists()
