@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from emonet_dist.errors import ConfigError, EmonetError
-from emonet_dist.pipeline.grid import cell_values, fold_partitions, plan, reusable, run_config, runs_at_once
+from emonet_dist.pipeline.grid import cell_values, fold_partitions, plan, reusable, run_config
+from emonet_dist.pipeline.parallel import runs_at_once
 from emonet_dist.pipeline.spec import GridStep, load_spec
 from emonet_dist.pipeline.steps import JobContext
 from emonet_dist.runs import Run, absolute_paths

@@ -116,3 +116,14 @@ def test_config_flags_come_from_one_table_typed_by_the_config():
     assert (tune.max_concurrent, tune.scheduler) == (1, "none") and Config().tune.scheduler == "asha"
     with pytest.raises(SystemExit):  # typed by the config: prepare.seed is an int
         parser.parse_args(["corpus", "synth", "--out", "o", "--seed", "x"])
+
+
+def test_independent_runs_form_a_wave_and_every_other_step_stands_alone():
+    from emonet_dist.pipeline.runner import waves
+
+    spec = demo_spec(Path("/tmp/unused"))
+    assert [[s.id for s in w] for w in waves(spec.steps)] == [["data"], ["pretrain"], ["adapters", "scratch"],
+                                                               ["report"]]
+    steps = (TrainStep(id="a", run="train"), TransferStep(id="b", run="transfer", source="a"),
+             TransferStep(id="c", run="transfer", source="b"), TrainStep(id="d", run="train"))
+    assert [[s.id for s in w] for w in waves(steps)] == [["a"], ["b"], ["c", "d"]]  # c builds on b

@@ -30,9 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from .. import atomic, typed
 from ..config import Config
 from ..errors import EmonetError, short_list
 from ..names import check_name, inside
+from .parallel import run_side_by_side, width
 from .spec import BaselineStep, GridStep, Step, TrainStep, TransferStep
 from .steps import JobContext, corpora_dir, record
 
@@ -180,35 +179,6 @@ def run_chain(ctx: JobContext, step: GridStep, chain: Chain) -> list[dict]:
     return records
 
 
-def run_need(ctx: JobContext, step: GridStep) -> dict[str, float]:
-    """The resources of the grid's largest run: a training run's workers, or the one CPU of a baseline."""
-    need: dict[str, float] = {"CPU": 1.0}
-    for sub in (s for steps in step.methods.values() for s in steps if not isinstance(s, BaselineStep)):
-        r = ctx.config.override(*sub.overrides).ray
-        need["CPU"] = max(need["CPU"], r.num_workers * r.cpus_per_worker)
-        need["GPU"] = max(need.get("GPU", 0.0), r.num_workers * r.gpus_per_worker)
-    return need
-
-
-def runs_at_once(need: dict[str, float], total: dict[str, float], max_parallel: int, chains: int) -> int:
-    """How many runs of ``need`` the cluster's ``total`` holds side by side (at least one, at most ``chains``
-    and ``max_parallel`` when it is set)."""
-    n = max(1, min(int(total.get(k, 0.0) // v) for k, v in need.items() if v > 0))
-    return max(1, min(n, max_parallel or n, chains))
-
-
-def concurrency(ctx: JobContext, step: GridStep, chains: list[Chain]) -> int:
-    """How many chains run at once on the Ray cluster (started here when the grid trains; one without Ray)."""
-    if all(isinstance(s, BaselineStep) for steps in step.methods.values() for s in steps):
-        return 1
-    import ray
-
-    from ..train.launch import init_ray
-
-    init_ray(ctx.config)
-    return runs_at_once(run_need(ctx, step), ray.cluster_resources(), step.max_parallel, len(chains))
-
-
 def _state(cfg: Config, grid: str) -> tuple[Path, dict]:
     path = inside(cfg.output_dir, "grids", grid, STATE)
     try:
@@ -232,17 +202,20 @@ def run_grid(step: GridStep, ctx: JobContext) -> list[dict]:
         atomic.write_text(state_path, json.dumps({"grid": grid, "mlflow_run_id": grid_run_id,
                                                   "tracking_uri": _uri(cfg) if grid_run_id else None,
                                                   "runs": [n for c in chains for n in c.names]}, indent=1))
-        width = concurrency(ctx, step, chains)
+        n = width(cfg, [s for steps in step.methods.values() for s in steps], len(chains), step.max_parallel)
         log.info("[grid %s] %d chains (%d folds x %d seeds x %d methods), %d at a time", grid, len(chains),
-                 step.folds, len(step.seeds), len(step.methods), width)
-        results, failed = _run_all(ctx, step, chains, width)
+                 step.folds, len(step.seeds), len(step.methods), n)
+        t0 = time.time()
+        results, failed = run_side_by_side(
+            lambda chain: run_chain(ctx, step, chain), chains, n,
+            lambda k, total: log.info("[grid %s] %d/%d chains done (%.0f s)", grid, k, total, time.time() - t0))
         if failed:
-            for chain, exc in failed:
-                log.error("[grid %s] %s failed: %s", grid, chain.names[-1], exc)
-            names = short_list([c.names[-1] for c, _ in failed])
+            for i, exc in failed.items():
+                log.error("[grid %s] %s failed: %s", grid, chains[i].names[-1], exc)
+            names = short_list([chains[i].names[-1] for i in failed])
             raise EmonetError(f"{len(failed)} of {len(chains)} grid chains failed ({names}); run the job again to "
                               f"resume: finished runs are kept")
-        records = [r for chain in chains for r in results[chain]]
+        records = [r for i in range(len(chains)) for r in results[i]]
         records.append(_report(step, ctx, chains, results, grid))
     return records
 
@@ -253,36 +226,14 @@ def _uri(cfg: Config) -> str:
     return tracking_uri(cfg)
 
 
-def _run_all(ctx: JobContext, step: GridStep, chains: list[Chain], width: int):
-    results: dict[Chain, list[dict]] = {}
-    failed: list[tuple[Chain, Exception]] = []
-    lock = threading.Lock()
-    t0 = time.time()
-
-    def one(chain: Chain) -> None:
-        try:
-            recs = run_chain(ctx, step, chain)
-        except Exception as exc:  # noqa: BLE001 - one chain's failure is reported with the others at the end
-            with lock:
-                failed.append((chain, exc))
-            return
-        with lock:
-            results[chain] = recs
-            log.info("[grid] %d/%d chains done (%.0f s)", len(results), len(chains), time.time() - t0)
-
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="grid") as pool:
-        list(pool.map(one, chains))
-    return results, failed
-
-
-def _report(step: GridStep, ctx: JobContext, chains: list[Chain], results: dict, grid: str) -> dict:
+def _report(step: GridStep, ctx: JobContext, chains: list[Chain], results: dict[int, list[dict]], grid: str) -> dict:
     from ..evaluate.grid_report import GridRun, build_grid_report
     from ..evaluate.report import log_report_run
 
     cfg = ctx.config
     runs = []
-    for chain in chains:
-        dirs = {r["step"]: r["dir"] for r in results[chain]}
+    for i, chain in enumerate(chains):
+        dirs = {r["step"]: r["dir"] for r in results[i]}
         runs.append(GridRun(chain.method, chain.seed, f"fold{chain.fold}", ",".join(dirs[s] for s in chain.leaves)))
     out = inside(cfg.output_dir, "reports", f"{grid}-{time.strftime('%Y%m%d-%H%M%S')}")
     uri = next((r["tracking_uri"] for recs in results.values() for r in recs if r["tracking_uri"]), None)

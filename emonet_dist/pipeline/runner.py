@@ -19,12 +19,15 @@ from typing import Any
 from ..config import Config
 from ..names import MAX_LEN
 from .grid import run_grid
-from .spec import JobSpec
+from .parallel import run_side_by_side, width
+from .spec import JobSpec, Step
 from .steps import STEPS, JobContext
 
 log = logging.getLogger(__name__)
 MARKER = "@@emonet-run "
 RUNNERS = {**STEPS, "grid": run_grid}
+SIDE_BY_SIDE = ("train", "transfer", "baseline")
+"""Step kinds that may run side by side (:func:`waves`)."""
 """Step kind -> its function (every kind of :data:`emonet_dist.pipeline.spec.KINDS`); a grid makes many runs."""
 
 
@@ -78,6 +81,39 @@ def _experiment_id(rec: dict) -> str | None:
         return None
 
 
+def waves(steps: tuple[Step, ...]) -> list[list[Step]]:
+    """The steps in order, consecutive runs that do not build on each other grouped (two transfers from one
+    pretraining run, scratch runs and baselines); every other step is a wave of its own."""
+    out: list[list[Step]] = []
+    for st in steps:
+        cur = out[-1] if out else []
+        if cur and st.run in SIDE_BY_SIDE and all(s.run in SIDE_BY_SIDE for s in cur) and \
+                getattr(st, "source", None) not in {s.id for s in cur}:
+            cur.append(st)
+        else:
+            out.append([st])
+    return out
+
+
+def run_wave(wave: list[Step], ctx: JobContext) -> list[dict]:
+    """A wave's steps, side by side as far as the cluster holds them; their records in step order. One at a time,
+    the first failure stops the job, as it always did; side by side, a failure fails the job once the others of
+    its wave have ended."""
+    n = width(ctx.config, wave, len(wave))
+    for st in wave:
+        log.info("[job %s] step %s: %s%s", ctx.spec.name, st.id, st.run, f" ({n} at a time)" if n > 1 else "")
+    if n == 1:
+        made = [RUNNERS[st.run](st, ctx) for st in wave]
+    else:
+        results, failed = run_side_by_side(lambda st: RUNNERS[st.run](st, ctx), wave, n)
+        for i, exc in failed.items():
+            log.error("[job %s] step %s failed: %s", ctx.spec.name, wave[i].id, exc)
+        if failed:
+            raise failed[min(failed)]
+        made = [results[i] for i in range(len(wave))]
+    return [rec for m in made for rec in (m if isinstance(m, list) else [m] if m else [])]
+
+
 def run_spec(spec: JobSpec, on_record: Callable[[dict], None] | None = None) -> JobOutcome:
     """Run the steps in order; returns what they made. A failing step raises and stops the job.
 
@@ -91,14 +127,12 @@ def run_spec(spec: JobSpec, on_record: Callable[[dict], None] | None = None) -> 
     stamp = time.strftime("-%Y%m%d-%H%M%S")
     name = spec.name[: MAX_LEN - len(stamp)] + stamp  # the parent run's name and its log directory
     with parent_run(ctx.config, name, kind="job", tags=ctx.tags) as job_run_id:
-        for step in spec.steps:
-            log.info("[job %s] step %s: %s", spec.name, step.id, step.run)
-            made = RUNNERS[step.run](step, ctx)
-            for rec in made if isinstance(made, list) else [made] if made else []:
+        for wave in waves(spec.steps):
+            for rec in run_wave(wave, ctx):
                 # (no link lookup on a server that just failed the run's tracking)
                 rec["experiment_id"] = None if rec.get("tracking") == "incomplete" else _experiment_id(rec)
                 records.append(rec)
-                log.info("[job %s] step %s: %s in %s", spec.name, step.id, rec["run"], rec["dir"])
+                log.info("[job %s] step %s: %s in %s", spec.name, rec["step"], rec["run"], rec["dir"])
                 if on_record:
                     on_record(rec)
     incomplete = [r["dir"] for r in records if r.get("tracking") == "incomplete"]
