@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,8 +83,23 @@ def start_mlflow_run(cfg: Config, name: str, kind: str, tags: dict[str, str] | N
     c.log_text(run_id, cfg.to_yaml(), "config.yaml")
     inputs = dataset_inputs(parts or {})
     if inputs:
-        c.log_inputs(run_id, datasets=inputs)
+        log_inputs(c, run_id, inputs)
     return run_id
+
+
+_INPUTS_LOCK = threading.Lock()
+
+
+def log_inputs(client, run_id: str, inputs: list) -> None:
+    """The run's dataset inputs. MLflow creates a dataset on first use with a get-or-insert that races: two runs
+    of one process (a job's side-by-side steps, a grid) logging the same corpus at once hit its UNIQUE constraint.
+    Runs of this process take turns, and a run of another process that wins the race is retried once."""
+    with _INPUTS_LOCK:
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+        except Exception:  # noqa: BLE001 - the other writer created the dataset: now it exists
+            time.sleep(0.5)
+            client.log_inputs(run_id, datasets=inputs)
 
 
 def finish_mlflow_run(uri: str | None, run_id: str | None, ok: bool) -> None:

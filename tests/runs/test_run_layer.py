@@ -182,3 +182,31 @@ def test_track_sync_replays_a_run_after_an_outage(cfg, capsys):
     offline.finish(True)
     assert main(["track", "sync", str(offline.dir)]) == 2
     assert "no MLflow run to sync into" in capsys.readouterr().err
+
+
+def test_runs_created_side_by_side_log_the_same_corpus_as_one_dataset(cfg):
+    """A job's side-by-side steps and a grid create runs from threads of one process: MLflow's get-or-insert of a
+    dataset races on its UNIQUE constraint unless they take turns (it failed `emonet demo --smoke` once)."""
+    import threading
+
+    parts = read_partitions(cfg)
+    Run.create(cfg, "first").finish(True)  # the store and experiment exist, as in a job; the dataset does not yet
+    barrier, made, errors = threading.Barrier(6), [], []
+
+    def create(i: int) -> None:
+        barrier.wait()
+        try:
+            made.append(Run.create(cfg, f"side-{i}", parts=parts))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(made) == 6, errors
+    for run in made:
+        run.finish(True)
+        (inp,) = _client(run).get_run(run.mlflow_run_id).inputs.dataset_inputs
+        assert inp.dataset.name == "tiny"
