@@ -277,7 +277,8 @@ def _job_parsers(sub) -> None:
     s.add_argument("--follow", action="store_true", help="stream the logs, print the MLflow runs, exit with the status")
     s.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="add a runtime_env variable")
     s.add_argument("--no-pip", action="store_true",
-                   help="drop the spec's pip pins (the cluster's Python has them, e.g. cluster/local's venv)")
+                   help="drop the spec's pip pins (the cluster's Python has them; implied for cluster/local, "
+                        "whose env.sh names it)")
     s.epilog += " E.g. 'data.shards=pipe:aws s3 cp s3://bucket/shards/{path} -'."
 
     jobs = sub.add_parser("jobs", help="Ray jobs: list, logs, stop; `run` executes a spec here")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import EmonetError
+from .errors import EmonetError, short
 from .pipeline.checks import URL, check_env, check_shared_paths
 from .pipeline.runner import MARKER
 from .pipeline.spec import JobSpec, load_spec
@@ -44,9 +44,7 @@ def job_client(address: str | None):
     (RAY_AUTH_MODE=token and ~/.ray/auth_token)."""
     from ray.job_submission import JobSubmissionClient
 
-    env_addr = os.environ.get("RAY_ADDRESS", "")
-    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or \
-        (env_addr if env_addr.startswith("http") else DEFAULT_ADDRESS)
+    address = api_address(address)
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
     if not token and os.environ.get("RAY_AUTH_TOKEN_PATH"):
         try:
@@ -61,6 +59,33 @@ def job_client(address: str | None):
                 "source STATE/env.sh), or RAY_AUTH_TOKEN" if "auth" in msg.lower() else
                 "is the cluster up? (cluster/local/start.sh prints the address; or pass --address)")
         raise EmonetError(f"cannot use the Ray job API at {address}: {msg}; {hint}") from None
+
+
+def api_address(address: str | None) -> str:
+    """The job API's address: ``address``, else $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS if it is an http URL, then
+    127.0.0.1:8265."""
+    env_addr = os.environ.get("RAY_ADDRESS", "")
+    return address or os.environ.get("RAY_API_SERVER_ADDRESS") or \
+        (env_addr if env_addr.startswith("http") else DEFAULT_ADDRESS)
+
+
+def runs_this_python(address: str, pip) -> bool:
+    """Whether the job API at ``address`` is a ``cluster/local`` cluster, whose ``env.sh`` exports its address as
+    ``EMONET_LOCAL_CLUSTER``: its jobs run this machine's Python, which has this package, so the spec's pip pin is
+    left out (for a pip environment Ray would clone the whole venv, torch included, before the job starts). A pin of
+    another version than this one is refused: the job would not run the version the spec names."""
+    from . import __version__
+
+    if not pip or os.environ.get("EMONET_LOCAL_CLUSTER", "").rstrip("/") != address.rstrip("/"):
+        return False
+    packages = pip.get("packages") or [] if isinstance(pip, dict) else pip if isinstance(pip, list) else []
+    pins = [p for p in packages if isinstance(p, str) and p.replace(" ", "").startswith("emonet-dist==")]
+    if any(p.replace(" ", "") != f"emonet-dist=={__version__}" for p in pins):
+        raise EmonetError(f"the spec pins {short(pins[0])}, but the local cluster at {address[:100]} runs this "
+                          f"machine's emonet-dist {__version__}")
+    log.info("[submit] %s is a local cluster (cluster/local) running this machine's Python: the spec's pip "
+             "packages are not installed (as with --no-pip)", address[:100])
+    return True
 
 
 def tracking_server_env(given: dict[str, str]) -> dict[str, str]:
@@ -105,6 +130,8 @@ def submit(spec_path: str, address: str | None, overrides: list[str], env: list[
 
     spec = load_spec(spec_path, overrides, profile, groups)
     check_shared_paths(spec.config)
+    address = api_address(address)
+    no_pip = no_pip or runs_this_python(address, spec.runtime_env.get("pip") or [])
     renv = runtime_env(spec, spec_path, env, no_pip)
     client = job_client(address)
     stage = Path(tempfile.mkdtemp(prefix="emonet-job-"))

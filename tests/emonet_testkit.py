@@ -9,17 +9,23 @@ whichever ``conftest`` was loaded last).
 - comparisons that cannot pass vacuously: relative tolerances and non-empty equalities;
 - clean-up of the Ray sessions a SIGKILLed driver leaves behind;
 - a real ``mlflow server`` on 127.0.0.1 that a test can kill and start again on the same port and store;
+- a real local cluster (``cluster/local/start.sh`` on free ports), stopped by its ``stop.sh``;
 - synthetic run directories and paired predictions for the evaluation tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -361,3 +367,35 @@ class MlflowServer:
         self.proc.wait(timeout=30)
         self.proc = None
 
+
+
+# [10] a local cluster (cluster/local) -----------------------------------------------------------------------------
+START, STOP = ROOT / "cluster" / "local" / "start.sh", ROOT / "cluster" / "local" / "stop.sh"
+
+
+@contextlib.contextmanager
+def started_cluster(timings: dict[str, float] | None = None):
+    """A cluster from start.sh with free ports and its own state directory, stopped (by stop.sh) on exit. Yields
+    cluster.json's fields plus ``state``, ``env`` (a client's environment: this one's, with env.sh's exports instead
+    of any RAY_ or MLFLOW_ setting) and ``start_output``; ``timings`` gets the start time."""
+    timings = {} if timings is None else timings
+    # short and fresh: Ray puts unix sockets under the state dir (107-byte limit), and nothing is shared
+    state = Path(tempfile.mkdtemp(prefix="emrc-", dir="/tmp"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "START_TIMEOUT": "300",
+           "RAY_DASHBOARD_PORT": str(free_port()), "RAY_GCS_PORT": str(free_port()), "MLFLOW_PORT": str(free_port()),
+           "RAY_NUM_CPUS": "2"}
+    t0 = time.monotonic()
+    res = subprocess.run([str(START), "--state-dir", str(state)], env=env, capture_output=True, text=True, timeout=420)
+    timings["start"] = time.monotonic() - t0
+    try:
+        assert res.returncode == 0, f"start.sh failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+        info = json.loads((state / "cluster.json").read_text())
+        client_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+        for line in (state / "env.sh").read_text().splitlines():  # what a user sources
+            if m := re.match(r"^export (\w+)=(\S+)", line):
+                client_env[m.group(1)] = m.group(2)
+        yield {**info, "state": state, "env": client_env, "start_output": res.stdout}
+    finally:
+        subprocess.run([str(STOP), "--state-dir", str(state)], capture_output=True, timeout=180)
+        shutil.rmtree(state, ignore_errors=True)
+        print(f"\n[cluster timings] {', '.join(f'{k} {v:.1f} s' for k, v in timings.items())}")

@@ -134,6 +134,7 @@ export RAY_API_SERVER_ADDRESS=$DASHBOARD   # emonet submit / emonet jobs / ray j
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=$STATE/auth_token
 export MLFLOW_TRACKING_URI=$MLFLOW
+export EMONET_LOCAL_CLUSTER=$DASHBOARD   # emonet submit: jobs here run this machine's Python (no pip environments)
 EOF
 
 # Readiness: `ray start` has finished starting the node (the raylet registered, which on a busy machine can

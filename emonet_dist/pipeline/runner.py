@@ -20,6 +20,7 @@ from ..config import Config
 from ..names import MAX_LEN
 from .grid import run_grid
 from .parallel import run_side_by_side, width
+from .preflight import preflight
 from .spec import JobSpec, Step
 from .steps import STEPS, JobContext
 
@@ -123,6 +124,7 @@ def run_spec(spec: JobSpec, on_record: Callable[[dict], None] | None = None) -> 
 
     t0 = time.time()
     ctx = JobContext(spec, job_config(spec.config), job_tags(spec))
+    preflight(spec, ctx.config)  # storage and inputs, before anything is created or started
     records = []
     stamp = time.strftime("-%Y%m%d-%H%M%S")
     name = spec.name[: MAX_LEN - len(stamp)] + stamp  # the parent run's name and its log directory

@@ -19,6 +19,8 @@ the submitter's checkout, and the spec is the whole record of the experiment. Ke
     profiles:     named override lists (``--profile paper``, the demo's ``smoke``)
     extends, groups:  reuse another spec's config and steps, keep only some step groups
     runtime_env:  Ray's (pip pins, env_vars such as MLFLOW_TRACKING_URI, py_modules, working_dir)
+    storage:      the shared storage every node mounts (``/mnt/emonet``): a job whose paths lie under it checks
+                  that it exists before its first step and never creates it (:mod:`emonet_dist.pipeline.preflight`)
     entrypoint_num_cpus: CPUs reserved for a submitted job's driver (default 0: it only orchestrates)
 
 A report column is a step id, ``id@best`` / ``id@final``, or ``{label: NAME, runs: [id, ...]}`` (per-corpus runs
@@ -188,11 +190,16 @@ class SpecFile:
     extends: str = ""
     groups: tuple[str, ...] = ()
     profiles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    storage: str = ""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.entrypoint_num_cpus) or self.entrypoint_num_cpus < 0:
             raise ConfigError(f"entrypoint_num_cpus must be a number >= 0, got {short(self.entrypoint_num_cpus)}",
                               key="entrypoint_num_cpus")
+        if self.storage and (not self.storage.startswith("/") or URL.match(self.storage)
+                             or ".." in Path(self.storage).parts or len(Path(self.storage).parts) < 2):
+            raise ConfigError(f"storage must be an absolute directory below / (a mount point such as /mnt/emonet), "
+                              f"got {short(self.storage)}", key="storage")
 
 
 @dataclass(frozen=True)
@@ -205,12 +212,14 @@ class JobSpec:
     steps: tuple[Step, ...]
     runtime_env: dict
     entrypoint_num_cpus: float = 0.0
+    storage: str = ""
+    """Shared storage that must exist wherever the job runs, if any of its paths lie under it."""
 
     def to_dict(self) -> dict:
         """The spec as ``emonet submit`` ships it: the full config, the steps with their overrides."""
         return {"name": self.name, "description": self.description, "config": self.config.to_dict(),
                 "steps": [s.to_dict() for s in self.steps], "runtime_env": self.runtime_env,
-                "entrypoint_num_cpus": self.entrypoint_num_cpus}
+                "entrypoint_num_cpus": self.entrypoint_num_cpus, **({"storage": self.storage} if self.storage else {})}
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), profile: str | None = None,
@@ -247,8 +256,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), pro
         raw_steps = [st for st in raw_steps if st.get("group") in wanted]
     check_vars(data, raw_steps, profile, path, runs_here)
     name = check_name(spec.name or path.stem.removesuffix(".job"), f"{path}: job name")  # names runs and files
-    return JobSpec(name, spec.description, cfg,
-                   typed_steps(raw_steps, cfg, path, user), dict(spec.runtime_env), spec.entrypoint_num_cpus)
+    return JobSpec(name, spec.description, cfg, typed_steps(raw_steps, cfg, path, user), dict(spec.runtime_env),
+                   spec.entrypoint_num_cpus, spec.storage)
 
 
 def typed_steps(raw: list[dict], cfg: Config, where: Path, user: tuple[str, ...] = ()) -> tuple[Step, ...]:

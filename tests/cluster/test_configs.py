@@ -19,7 +19,7 @@ import yaml
 
 import emonet_dist
 from emonet_dist.config import Config, load_config
-from emonet_dist.errors import ConfigError
+from emonet_dist.errors import ConfigError, EmonetError
 from emonet_dist.pipeline.checks import check_shared_paths
 from emonet_dist.pipeline.runner import MARKER
 from emonet_dist.pipeline.spec import load_spec
@@ -138,6 +138,9 @@ def test_demo_spec_is_jobs_demo_yaml_on_shared_paths():
     shipped = load_spec(demo_spec_path())
     assert spec.steps == shipped.steps
     assert len({a.overrides for a in arms.values()}) == 1 and all(a.overrides for a in arms.values())  # fair
+    # the local cluster's smoke run (the header's second command) is `emonet demo --smoke`'s profile
+    assert yaml.safe_load((ROOT / "jobs" / "submit" / "demo.job.yaml").read_text())["profiles"] == \
+        yaml.safe_load(demo_spec_path().read_text())["profiles"]
 
 
 def test_sweep_spec_embeds_the_lr_lambda_space():
@@ -219,3 +222,34 @@ def test_a_submitted_job_logs_to_the_shells_mlflow_server_unless_told_otherwise(
     path = ROOT / "jobs" / "submit" / "demo.job.yaml"
     renv = runtime_env(load_spec(path), path, given, no_pip=True)
     assert renv["env_vars"]["MLFLOW_TRACKING_URI"] == expect and "pip" not in renv
+
+
+@pytest.mark.parametrize("local, pin, drops", [
+    ("http://127.0.0.1:8265", PIN, True),  # env.sh of cluster/local names this job API: its Python has the package
+    ("http://127.0.0.1:8265/", PIN, True),
+    ("http://127.0.0.1:9999", PIN, False),  # another cluster (a port-forward to a real one): the pin is installed
+    (None, PIN, False),
+])
+def test_the_local_cluster_runs_this_machines_python_without_the_pip_pin(monkeypatch, local, pin, drops):
+    """For a pip pin Ray would clone cluster/local's whole venv (torch included) before the job starts."""
+    from emonet_dist.submit import runs_this_python
+
+    if local is None:
+        monkeypatch.delenv("EMONET_LOCAL_CLUSTER", raising=False)
+    else:
+        monkeypatch.setenv("EMONET_LOCAL_CLUSTER", local)
+    assert runs_this_python("http://127.0.0.1:8265", [pin]) is drops
+    assert runs_this_python("http://127.0.0.1:8265", []) is False
+
+
+def test_the_local_cluster_refuses_a_pin_of_another_version(monkeypatch):
+    from emonet_dist.submit import runs_this_python
+
+    monkeypatch.setenv("EMONET_LOCAL_CLUSTER", "http://127.0.0.1:8265")
+    with pytest.raises(EmonetError, match="pins 'emonet-dist==9.9', but the local cluster .* runs this machine's"):
+        runs_this_python("http://127.0.0.1:8265", ["emonet-dist==9.9", "numpy"])
+
+
+def test_the_local_clusters_env_sh_names_its_job_api_for_submit():
+    script = (ROOT / "cluster" / "local" / "start.sh").read_text()
+    assert "export RAY_API_SERVER_ADDRESS=$DASHBOARD" in script and "export EMONET_LOCAL_CLUSTER=$DASHBOARD" in script

@@ -8,14 +8,10 @@ never leaks a cluster.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -24,13 +20,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emonet_testkit import LOOPBACK, free_port, listening_sockets, run_cli, tiny_train_dict, uar_from_predictions
+from emonet_testkit import (
+    LOOPBACK,
+    STOP,
+    listening_sockets,
+    run_cli,
+    started_cluster,
+    tiny_train_dict,
+    uar_from_predictions,
+)
 
 # the first test also pays for the module's cluster (start.sh up to 420 s), and a job may follow for 900 s
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-ROOT = Path(__file__).resolve().parents[2]
-START, STOP = ROOT / "cluster" / "local" / "start.sh", ROOT / "cluster" / "local" / "stop.sh"
 TIMINGS: dict[str, float] = {}
 
 
@@ -61,34 +63,9 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-@contextlib.contextmanager
-def started_cluster():
-    """A cluster from start.sh with free ports and its own state directory, stopped (by stop.sh) on exit."""
-    # short and fresh: Ray puts unix sockets under the state dir (107-byte limit), and nothing is shared
-    state = Path(tempfile.mkdtemp(prefix="emrc-", dir="/tmp"))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "START_TIMEOUT": "300",
-           "RAY_DASHBOARD_PORT": str(free_port()), "RAY_GCS_PORT": str(free_port()), "MLFLOW_PORT": str(free_port()),
-           "RAY_NUM_CPUS": "2"}
-    t0 = time.monotonic()
-    res = subprocess.run([str(START), "--state-dir", str(state)], env=env, capture_output=True, text=True, timeout=420)
-    TIMINGS["start"] = time.monotonic() - t0
-    try:
-        assert res.returncode == 0, f"start.sh failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
-        info = json.loads((state / "cluster.json").read_text())
-        client_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
-        for line in (state / "env.sh").read_text().splitlines():  # what a user sources
-            if m := re.match(r"^export (\w+)=(\S+)", line):
-                client_env[m.group(1)] = m.group(2)
-        yield {**info, "state": state, "env": client_env, "start_output": res.stdout}
-    finally:
-        subprocess.run([str(STOP), "--state-dir", str(state)], capture_output=True, timeout=180)
-        shutil.rmtree(state, ignore_errors=True)
-        print(f"\n[cluster timings] {', '.join(f'{k} {v:.1f} s' for k, v in TIMINGS.items())}")
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    with started_cluster() as c:
+    with started_cluster(TIMINGS) as c:
         yield c
 
 
@@ -208,7 +185,7 @@ def test_clients_without_the_token_are_refused(cluster, tmp_path):
 
 
 def test_stop_stops_exactly_what_start_started():
-    with started_cluster() as cluster:
+    with started_cluster(TIMINGS) as cluster:
         _stop_and_check(cluster)
 
 
