@@ -83,3 +83,11 @@ def test_a_raw_corpus_that_is_not_there_is_named(tmp_path):
 def test_storage_must_be_an_absolute_mount_point(tmp_path, storage):
     with pytest.raises(ConfigError, match="storage must be an absolute directory"):
         load_spec(_spec(tmp_path, [{"id": "pre", "run": "train"}], storage=storage))
+
+
+def test_a_grids_method_steps_are_checked_too(tmp_path):
+    grid = {"id": "grid", "run": "grid", "folds": 3, "methods": {
+        "scratch": [{"id": "s", "run": "train"}], "svm": [{"id": "svm", "run": "baseline", "corpora": ["synth5"]}]}}
+    spec = load_spec(_spec(tmp_path, [grid]))
+    with pytest.raises(EmonetError, match=r"no shards for corpus 'synth2' .*\(step s\).*corpus .*\(step svm\)"):
+        preflight(spec, spec.config)

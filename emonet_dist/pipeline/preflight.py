@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import EmonetError, short
 from .checks import URL, expand_path
-from .spec import BaselineStep, JobSpec, PrepareStep, Step, SynthStep, TrainStep, TransferStep, TuneStep
+from .spec import BaselineStep, GridStep, JobSpec, PrepareStep, Step, SynthStep, TrainStep, TransferStep, TuneStep
 from .steps import corpora_dir, used_corpora
 
 PATH_KEYS = ("output_dir", "data.shards", "ray.storage_path", "train.init_from")
@@ -60,11 +60,16 @@ def check_storage(spec: JobSpec, cfg: Config) -> None:
                           f"this cluster has (e.g. {keys[0]}=/path/on/shared/storage)")
 
 
+def _method_steps(grid: GridStep) -> list[Step]:
+    """A grid's method steps (their shards and prepared corpora are what the grid's runs read)."""
+    return [s for steps in grid.methods.values() for s in steps]
+
+
 def check_inputs(spec: JobSpec, cfg: Config) -> None:
     """Inputs no earlier step makes: shards of trained corpora, raw corpora to prepare, corpora a baseline reads."""
     made: set[str] = set()  # corpora that earlier synth and prepare steps write (corpora dir and shards)
     missing: list[str] = []
-    for step in spec.steps:
+    for step in (s for st in spec.steps for s in (_method_steps(st) if isinstance(st, GridStep) else [st])):
         if isinstance(step, SynthStep):
             from ..corpora.synth import CORPORA
 
