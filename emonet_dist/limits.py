@@ -81,7 +81,8 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "sampling_temperature": Limit(0.01, 1000, note="T: 1 = proportional to corpus size, large = uniform")},
     "RayConfig": {
         "num_workers": _COUNT, "cpus_per_worker": _POSITIVE, "gpus_per_worker": Limit(0),
-        "max_failures": Limit(-1, note="-1 = unlimited"), "resources_timeout_s": Limit(0, note="seconds")},
+        "max_failures": Limit(-1, note="-1 = unlimited"), "resources_timeout_s": Limit(0, note="seconds"),
+        "bucket_mb": Limit(0, 1024, lo_open=True, note="MB")},
     "TuneConfig": {
         "num_samples": _COUNT, "max_concurrent": _COUNT, "grace_period": _COUNT, "reduction_factor": Limit(2),
         "max_failures": _ZERO_OK, "driver_cpus": _POSITIVE},
