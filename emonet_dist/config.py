@@ -136,6 +136,11 @@ class DataConfig:
     """Samples are shuffled within windows of this many consecutive samples of the (shuffled) shard sequence."""
     num_workers: int = 1
     """Loader worker processes per corpus and rank (0 decodes in the training process)."""
+    prefetch_factor: int = 2
+    """Batches each loader worker prepares ahead (with ``num_workers`` > 0)."""
+    pin_memory: bool | Literal["auto"] = "auto"
+    """Training batches in page-locked host memory, so that the copy to a GPU runs asynchronously
+    (``non_blocking``); ``auto``: on when the worker trains on CUDA."""
     seed: int = 0
     bad_samples: Literal["fail", "skip"] = "fail"
     """A malformed sample (missing member, bad metadata, undecodable audio, a shard that fails its sha256):

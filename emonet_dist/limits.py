@@ -58,7 +58,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "samples_per_shard": _COUNT, "max_shard_mb": _POSITIVE, "sample_rate": _RATE, "seed": _SEED, "jobs": _ZERO_OK},
     "DataConfig": {
         "batch_size": _COUNT, "max_seconds": _POSITIVE, "eval_max_seconds": Limit(0, note="0 = whole utterances"),
-        "shuffle_window": _COUNT, "num_workers": _ZERO_OK, "seed": _SEED,
+        "shuffle_window": _COUNT, "num_workers": _ZERO_OK, "prefetch_factor": _COUNT, "seed": _SEED,
         "url_timeout_s": Limit(0, 3600, lo_open=True, note="seconds"), "url_retries": Limit(0, 10)},
     "FrontendConfig": {
         "sample_rate": _RATE, "n_fft": Limit(16), "hop_length": _COUNT, "n_mels": Limit(8), "f_min": Limit(0),

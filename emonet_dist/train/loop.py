@@ -64,7 +64,8 @@ def run_worker(config: dict, entered: float) -> None:
     state = restore(w, ray.train.get_checkpoint())
     broadcast_state(w.model)  # like DDP at start-up: every rank continues from rank 0's exact tensors
     # one endless loader per corpus, from this rank's data position
-    loaders = {n: train_loader(w.datas[n], w.cfg.data, w.rank, w.size, state.positions.get(n)) for n in w.names}
+    loaders = {n: train_loader(w.datas[n], w.cfg.data, w.rank, w.size, state.positions.get(n), w.device)
+               for n in w.names}
     rounds = corpus_schedule_for(w.cfg, w.datas)  # a function of (seed, step): same on every rank, after a resume
     speed = Throughput(first_step=state.step)
     loop_start = time.time()
