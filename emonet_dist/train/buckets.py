@@ -159,9 +159,8 @@ class GradientBuckets:
             if present:
                 self._launch(bucket, present)
         extra = [p for p in reversed(self.params) if p.grad is not None and id(p) not in plan.where]
-        if extra:
-            self._launch(Bucket(extra, torch.empty(sum(p.grad.numel() for p in extra), dtype=extra[0].grad.dtype,
-                                                   device=extra[0].grad.device)), extra)
+        for bucket in plan_buckets(extra, self.bucket_bytes).buckets if extra else ():  # rare: fresh buffers
+            self._launch(bucket, bucket.params)
         self._drain(copy=True)
 
     def _drain(self, copy: bool = False) -> None:
