@@ -101,10 +101,10 @@ def feed(shards: Path, corpus: str, workers: int, threads: int) -> None:
     loader = rank_loader_rate(shards, corpus, workers, device)
     steps = step_rate(device, threads)
     print(f"one rank, batch 64 x 5 s crops (data.max_seconds=5), {workers} loader worker(s), on {device}:")
-    print(f"  loader             : {loader:8.1f} utt/s")
-    print(f"  train steps (paper widths, {'auto precision' if device.type == 'cuda' else f'fp32, {threads} thread(s)'})"
-          f": {steps:8.1f} utt/s")
-    print(f"  loader / steps     : {loader / steps:.2f} (>= 1: the loader keeps up)")
+    how = "auto precision" if device.type == "cuda" else f"fp32, {threads} thread(s)"
+    print(f"  loader         : {loader:8.1f} utt/s")
+    print(f"  train steps    : {steps:8.1f} utt/s (the loop's train_step at the paper's widths, {how})")
+    print(f"  loader / steps : {loader / steps:8.2f} (>= 1: the loader keeps up)")
 
 
 def main() -> None:
