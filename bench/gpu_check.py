@@ -11,12 +11,14 @@ With CUDA it runs, in about 8 minutes on one modern GPU:
 2. ``throughput``: training steps per second in fp32 and bf16 at the paper's widths and batch (64 utterances of
    5 s), through the loop's own ``train_step``, and their ratio (:func:`step_throughput`; the fast test runs it at
    toy size on the CPU).
-3. ``end_to_end``: the paper's model trained for ``--steps`` multi-corpus steps on the built-in synthetic corpora
+3. ``loader``: one rank's training loader (the loop's ``train_loader``: batch 64, 5 s crops, ``--loader-workers``
+   processes, pinned memory) in utterances/s on the synthetic corpora, against the fastest step rate of
+   ``throughput`` (what the GPU consumes), and their ratio (:func:`loader_feed`; above 1 the loader keeps up).
+4. ``end_to_end``: the paper's model trained for ``--steps`` multi-corpus steps on the built-in synthetic corpora
    with 2 Ray Train workers (``train.precision=auto``, ``train.device=auto``), once with global BatchNorm and once
    with ``ray.sync_batchnorm=false``: final predictions, bundles and the final checkpoint must all be written
    (:func:`end_to_end_config`, the config the Ray tests' ``run_training`` runs; the test loads it).
 
-Not yet in it: the loader's utt/s against the GPU's consumption (the loader benchmark is separate work).
 docs/benchmarks.md says what each figure means.
 """
 
@@ -35,7 +37,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("equivalence", "throughput", "end_to_end")
+PARTS = ("equivalence", "throughput", "loader", "end_to_end")
 CORPORA = ("synth7", "synth5")
 
 
@@ -122,15 +124,43 @@ def end_to_end_config(shards: Path, out: Path, steps: int, sync_bn: bool, gpus_p
         "tracking.enabled=false")
 
 
-def end_to_end(steps: int, tmp: Path) -> dict:
+def synth_shards(tmp: Path) -> Path:
+    """The synthetic corpora's shards under ``tmp`` (built once for the parts that need them)."""
     from emonet_dist.config import ShardConfig
     from emonet_dist.corpora.synth import build_synthetic
     from emonet_dist.data.shards import shard_corpus
+
+    if not (tmp / "shards").is_dir():
+        build_synthetic(tmp / "corpora", names=list(CORPORA))
+        for c in CORPORA:
+            shard_corpus(tmp / "corpora" / c, tmp / "shards", ShardConfig(samples_per_shard=64))
+    return tmp / "shards"
+
+
+def loader_feed(shards: Path, corpus: str, workers: int, device: torch.device, consumption: float | None,
+                batches: int = 30, batch_size: int = 64) -> dict:
+    """[3] One rank's training loader at 5 s crops (``bench_loader.rank_loader_rate``: the loop's own loader) against
+    ``consumption``, the utterances/s the training steps take (None: not measured)."""
+    from bench_loader import rank_loader_rate
+
+    rate = rank_loader_rate(shards, corpus, workers, device, batches=batches, batch_size=batch_size)
+    out = {"utt_per_s": rate, "workers": workers, "pinned": device.type == "cuda", "step_utt_per_s": consumption,
+           "loader_over_steps": rate / consumption if consumption else None}
+    out["ok"] = rate > 0
+    return out
+
+
+def fastest_steps(throughput_part: dict | None) -> float | None:
+    """The highest step rate the throughput part measured (what the loader must feed at best), if it ran."""
+    if not throughput_part or "fp32" not in throughput_part:
+        return None
+    return max(throughput_part[p]["utt_per_s"] for p in ("fp32", "bf16"))
+
+
+def end_to_end(steps: int, tmp: Path) -> dict:
     from emonet_dist.train.launch import run_training
 
-    build_synthetic(tmp / "corpora", names=list(CORPORA))
-    for c in CORPORA:
-        shard_corpus(tmp / "corpora" / c, tmp / "shards", ShardConfig(samples_per_shard=64))
+    synth_shards(tmp)
     gpus = 1.0 if torch.cuda.device_count() >= 2 else 0.5  # one GPU: the two workers share it (gloo)
     out = {}
     for sync_bn in (True, False):
@@ -154,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="gpu_check.json")
     ap.add_argument("--steps", type=int, default=300, help="multi-corpus steps of each end-to-end run")
     ap.add_argument("--skip", default="", help=f"comma-separated parts to leave out: {', '.join(PARTS)}")
+    ap.add_argument("--loader-workers", type=int, default=2, help="loader processes of the rank (data.num_workers)")
     args = ap.parse_args(argv)
     refusal = no_cuda_line()
     if refusal:
@@ -171,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             try:
                 result = {"equivalence": equivalence, "throughput": lambda: throughput(device),
+                          "loader": lambda: loader_feed(synth_shards(Path(tmp)), CORPORA[0], args.loader_workers,
+                                                        device, fastest_steps(report["parts"].get("throughput"))),
                           "end_to_end": lambda: end_to_end(args.steps, Path(tmp))}[part]()
             except Exception as exc:  # noqa: BLE001 - one part's failure is reported, the others still run
                 result = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}

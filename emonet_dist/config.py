@@ -136,6 +136,11 @@ class DataConfig:
     """Samples are shuffled within windows of this many consecutive samples of the (shuffled) shard sequence."""
     num_workers: int = 1
     """Loader worker processes per corpus and rank (0 decodes in the training process)."""
+    prefetch_factor: int = 2
+    """Batches each loader worker prepares ahead (with ``num_workers`` > 0)."""
+    pin_memory: bool | Literal["auto"] = "auto"
+    """Training batches in page-locked host memory, so that the copy to a GPU runs asynchronously
+    (``non_blocking``); ``auto``: on when the worker trains on CUDA."""
     seed: int = 0
     bad_samples: Literal["fail", "skip"] = "fail"
     """A malformed sample (missing member, bad metadata, undecodable audio, a shard that fails its sha256):
@@ -350,11 +355,15 @@ class RayConfig:
     gpus_per_worker: float = 0.0
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     """``auto``: NCCL with GPUs, gloo otherwise."""
-    sync_batchnorm: bool = True
-    """BatchNorm over the union batch of all workers: 2 workers compute exactly what 1 worker computes on the
-    union batch, at the price of two small collectives per BN layer per step. ``false``: each worker normalises
-    with its own batch (PyTorch DDP's default; faster where collectives are slow, see docs/benchmarks.md);
-    running statistics are then averaged over the workers before every evaluation and checkpoint."""
+    sync_batchnorm: bool = False
+    """``false`` (the default, as in PyTorch DDP): each worker normalises with its own batch's statistics, and the
+    running statistics are averaged over the workers before every evaluation and checkpoint; the cost is noisier
+    batch statistics when per-worker batches are small. ``true``: BatchNorm over the union batch of all workers
+    (SyncBatchNorm's semantics): 2 workers compute exactly what 1 worker computes on the union batch, at the price
+    of two small collectives per BN layer per step (see docs/benchmarks.md)."""
+    bucket_mb: float = 25.0
+    """Gradients are summed over the workers in buckets of at most this many MB, each launched as soon as backward
+    has produced its gradients (PyTorch DDP's ``bucket_cap_mb``); the first bucket holds at most 1 MB."""
     max_failures: int = 0
     """Worker-group restarts from the latest checkpoint before the run fails."""
     storage_path: str = ""

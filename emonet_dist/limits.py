@@ -58,7 +58,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "samples_per_shard": _COUNT, "max_shard_mb": _POSITIVE, "sample_rate": _RATE, "seed": _SEED, "jobs": _ZERO_OK},
     "DataConfig": {
         "batch_size": _COUNT, "max_seconds": _POSITIVE, "eval_max_seconds": Limit(0, note="0 = whole utterances"),
-        "shuffle_window": _COUNT, "num_workers": _ZERO_OK, "seed": _SEED,
+        "shuffle_window": _COUNT, "num_workers": _ZERO_OK, "prefetch_factor": _COUNT, "seed": _SEED,
         "url_timeout_s": Limit(0, 3600, lo_open=True, note="seconds"), "url_retries": Limit(0, 10)},
     "FrontendConfig": {
         "sample_rate": _RATE, "n_fft": Limit(16), "hop_length": _COUNT, "n_mels": Limit(8), "f_min": Limit(0),
@@ -81,7 +81,8 @@ LIMITS: dict[str, dict[str, Limit]] = {
         "sampling_temperature": Limit(0.01, 1000, note="T: 1 = proportional to corpus size, large = uniform")},
     "RayConfig": {
         "num_workers": _COUNT, "cpus_per_worker": _POSITIVE, "gpus_per_worker": Limit(0),
-        "max_failures": Limit(-1, note="-1 = unlimited"), "resources_timeout_s": Limit(0, note="seconds")},
+        "max_failures": Limit(-1, note="-1 = unlimited"), "resources_timeout_s": Limit(0, note="seconds"),
+        "bucket_mb": Limit(0, 1024, lo_open=True, note="MB")},
     "TuneConfig": {
         "num_samples": _COUNT, "max_concurrent": _COUNT, "grace_period": _COUNT, "reduction_factor": Limit(2),
         "max_failures": _ZERO_OK, "driver_cpus": _POSITIVE},

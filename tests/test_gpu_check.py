@@ -1,7 +1,7 @@
 """bench/gpu_check.py: its one-line refusal where there is no CUDA (this machine, CI), and its GPU parts' code paths
 at toy size on the CPU, so none of them is dead code here: the step-throughput part runs the loop's ``train_step``
-in fp32 and bf16, and the end-to-end part's config loads (its ``run_training`` is what the Ray tests run; its
-equivalence part runs tests/train/test_distributed.py itself)."""
+in fp32 and bf16, the loader part reads the loop's own training loader, and the end-to-end part's config loads (its
+``run_training`` is what the Ray tests run; its equivalence part runs tests/train/test_distributed.py itself)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,12 @@ def test_the_end_to_end_part_trains_the_papers_model_with_both_batchnorm_modes(t
         assert (c.model.stem_width, c.model.stack_widths, c.data.batch_size) == (32, (64, 128, 256), 64)
         assert (c.optim.stages, c.train.steps_per_stage, c.train.checkpoint_every) == (1, 300, 150)
         assert (c.train.precision, c.train.device, c.ray.num_workers, c.ray.backend) == ("auto", "auto", 2, "gloo")
+
+
+def test_the_loader_part_runs_the_loops_training_loader(synth_shards):
+    r = gpu_check.loader_feed(synth_shards, "synth2", 0, torch.device("cpu"), consumption=50.0, batches=2,
+                              batch_size=4)
+    assert r["ok"] and r["utt_per_s"] > 0 and not r["pinned"]
+    assert r["loader_over_steps"] == pytest.approx(r["utt_per_s"] / 50.0)
+    assert gpu_check.fastest_steps({"fp32": {"utt_per_s": 3.0}, "bf16": {"utt_per_s": 5.0}}) == 5.0
+    assert gpu_check.fastest_steps(None) is None

@@ -20,7 +20,8 @@ from .reader import SkipLog
 from .stream import CorpusStream
 
 
-def _loader(stream: CorpusStream, num_workers: int, pin_memory: bool, persistent: bool) -> DataLoader:
+def _loader(stream: CorpusStream, num_workers: int, pin_memory: bool, persistent: bool, prefetch_factor: int = 2
+            ) -> DataLoader:
     return DataLoader(
         stream,
         batch_size=None,  # the stream yields ready, padded batches
@@ -29,19 +30,22 @@ def _loader(stream: CorpusStream, num_workers: int, pin_memory: bool, persistent
         # started, which is how the next epoch's plan reaches them without re-forking.
         persistent_workers=persistent and num_workers > 0,
         pin_memory=pin_memory,
-        prefetch_factor=2 if num_workers > 0 else None,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
     )
 
 
 class CorpusLoader:
     """Endless training batches of one corpus for one rank."""
 
-    def __init__(self, stream: CorpusStream, num_workers: int = 1, pin_memory: bool = False):
+    def __init__(self, stream: CorpusStream, num_workers: int = 1, pin_memory: bool = False, prefetch_factor: int = 2):
+        """``pin_memory``: batches in page-locked memory (asynchronous copies to a GPU); ``prefetch_factor``: batches
+        each worker process prepares ahead."""
         self.stream = stream
         self.epoch, self.batch = stream.start_epoch, stream.start_batch
         self.exact = stream.epoch_mode == "exact"
         self.num_workers = num_workers
-        self._dl = _loader(stream, num_workers, pin_memory, persistent=True)
+        self.pin_memory = pin_memory
+        self._dl = _loader(stream, num_workers, pin_memory, persistent=True, prefetch_factor=prefetch_factor)
         self._it: Iterator | None = None
         self.skipped = SkipLog()
         """Samples skipped so far by this rank's loader (``skipped.count`` is the metric to log)."""

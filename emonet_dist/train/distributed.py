@@ -11,13 +11,15 @@ Design (chosen over wrapping the model in DDP; DESIGN.md section 3 lists the tra
   whichever ranks computed them — so a corpus's gradient is reduced over exactly the ranks that had samples
   of it (a rank with an empty batch contributes zeros, it is not averaged in). Dividing by the world size
   would shrink the step whenever a rank had no samples; the DDP-equivalence test covers that case.
-* **BatchNorm statistics are global.** Every BN (all are per corpus) normalises with the mean and variance of
-  the union batch (all-reduced, differentiable), so training is the same computation as one worker on the
-  union batch, and the running statistics are updated identically on every rank — they agree at every
-  checkpoint and evaluation without broadcasting (``bn_state_digest`` checks this).
-  ``ray.sync_batchnorm=false`` trades this for speed: each rank normalises with its own batch (PyTorch DDP's
-  default) and :func:`average_batchnorm_stats` makes the running statistics agree before every evaluation and
-  checkpoint.
+* **BatchNorm statistics are per worker by default, global on request.** By default
+  (``ray.sync_batchnorm=false``, PyTorch DDP's choice) each rank normalises with its own batch, and
+  :func:`average_batchnorm_stats` makes the running statistics agree before every evaluation and checkpoint.
+  With ``ray.sync_batchnorm=true`` every BN (all are per corpus) normalises with the mean and variance of the
+  union batch (all-reduced, differentiable), so training is the same computation as one worker on the union
+  batch, and the running statistics are updated identically on every rank — they agree at every checkpoint and
+  evaluation without broadcasting (``bn_state_digest`` checks this either way).
+* **Gradients are summed in buckets while backward runs** (:mod:`~emonet_dist.train.buckets`, as DDP's reducer
+  does); :func:`sum_gradients` is the same sum after backward (single-process callers, tests and benchmarks).
 * Only parameters that received a gradient are reduced and stepped, so unused corpora's parameters, momentum
   and weight decay are left alone (SGD skips parameters whose ``grad`` is None).
 

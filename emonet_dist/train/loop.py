@@ -12,12 +12,14 @@ restoring and checkpointing (:mod:`~emonet_dist.train.checkpoint`), dev evaluati
 (:mod:`~emonet_dist.train.dev_eval`), the final metrics and outputs (:mod:`~emonet_dist.train.finish`).
 
 The distributed semantics (same corpus on every rank, global loss normalisation, summed gradients, global
-BatchNorm) live in :mod:`emonet_dist.train.distributed`, mixed precision (``train.precision``) in
+BatchNorm) live in :mod:`emonet_dist.train.distributed`, the gradient sum overlapped with backward in
+:mod:`emonet_dist.train.buckets`, mixed precision (``train.precision``) in
 :mod:`emonet_dist.train.precision`; the comments below mark where they apply.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +32,7 @@ from ..log import run_log
 from ..log import setup_worker as worker_logging
 from ..runs.run import LOGS
 from ..tracking import metric_key
+from .buckets import GradientBuckets
 from .checkpoint import report_checkpoint, restore
 from .dev_eval import evaluate_dev
 from .distributed import broadcast_state, global_weighted_ce, sum_gradients
@@ -61,7 +64,8 @@ def run_worker(config: dict, entered: float) -> None:
     state = restore(w, ray.train.get_checkpoint())
     broadcast_state(w.model)  # like DDP at start-up: every rank continues from rank 0's exact tensors
     # one endless loader per corpus, from this rank's data position
-    loaders = {n: train_loader(w.datas[n], w.cfg.data, w.rank, w.size, state.positions.get(n)) for n in w.names}
+    loaders = {n: train_loader(w.datas[n], w.cfg.data, w.rank, w.size, state.positions.get(n), w.device)
+               for n in w.names}
     rounds = corpus_schedule_for(w.cfg, w.datas)  # a function of (seed, step): same on every rank, after a resume
     speed = Throughput(first_step=state.step)
     loop_start = time.time()
@@ -82,13 +86,15 @@ def run_worker(config: dict, entered: float) -> None:
 
 
 def train_step(model, opt, trainable: list, batch: dict, corpus: str, class_weights, device,
-               amp: Precision = FP32, check: bool = False) -> torch.Tensor:
+               amp: Precision = FP32, check: bool = False, buckets: GradientBuckets | None = None) -> torch.Tensor:
     """One SGD update on one corpus's batch; every rank calls it with the same corpus at the same time.
 
     Args:
         amp: the run's precision: autocast around the model (the loss and the gradient sum stay fp32) and, for
             fp16, the loss scaler (``emonet_dist.train.precision``).
         check: compare the gradients' size over the ranks first (a host synchronisation: first round only).
+        buckets: the multi-worker run's reducer of ``trainable``: gradients are summed in buckets while backward
+            runs (``emonet_dist.train.buckets``); None: summed after backward (:func:`sum_gradients`), the same sums.
     Returns this rank's share of the union batch's loss (summed over ranks it is the loss), on the device.
     """
     waves, lengths = batch["waves"].to(device, non_blocking=True), batch["lengths"].to(device, non_blocking=True)
@@ -97,8 +103,12 @@ def train_step(model, opt, trainable: list, batch: dict, corpus: str, class_weig
         logits = model(waves, lengths, corpus, labels=targets)
     loss = global_weighted_ce(logits.float(), targets, class_weights)  # normalised by the union batch's weight
     opt.zero_grad(set_to_none=True)
-    amp.backward(loss)  # fp16: the scaled loss
-    sum_gradients(trainable, check)  # the union gradient is the sum of the ranks' shares, whoever computed them
+    # the union gradient is the sum of the ranks' shares, whoever computed them: summed in buckets as backward
+    # produces them (their reductions overlap the rest of backward), or after it
+    with buckets.reduce(corpus, check) if buckets is not None else contextlib.nullcontext():
+        amp.backward(loss)  # fp16: the scaled loss
+    if buckets is None:
+        sum_gradients(trainable, check)
     amp.step(opt)  # fp16: unscale, skip the step on inf/nan (all ranks alike: the sum spread it), update the scale
     return loss.detach()
 
@@ -112,7 +122,8 @@ def train_round(w: Worker, loaders: dict, order: list[str], step: int, check: bo
     for pos, n in enumerate(order):  # every rank trains the same corpus here (shared seeded schedule)
         batch = next(loaders[n])
         torch.manual_seed(step_seed(w.cfg.seed, step, pos, w.rank))
-        loss = train_step(w.model, w.opt, w.trainable, batch, n, w.class_weights[n], w.device, w.amp, check)
+        loss = train_step(w.model, w.opt, w.trainable, batch, n, w.class_weights[n], w.device, w.amp, check,
+                          w.buckets)
         losses[n], counts[n] = (losses[n] + loss, counts[n] + 1) if n in losses else (loss, 1)
         n_utts += len(batch["ids"])
     return {n: v / counts[n] if counts[n] > 1 else v for n, v in losses.items()}, n_utts

@@ -102,9 +102,19 @@ def corpus_schedule_for(cfg: Config, datas: dict[str, CorpusData]) -> RoundRobin
                            temperature=t.sampling_temperature, shuffle=t.shuffle_rounds)
 
 
-def train_loader(cd: CorpusData, data: DataConfig, rank: int, world: int, position: Position | None = None
-                 ) -> CorpusLoader:
-    """Endless, resumable training batches of one corpus for this rank, from ``position`` (default: the start)."""
+def pin_memory(data: DataConfig, device: torch.device | str) -> bool:
+    """``data.pin_memory`` for a worker training on ``device`` (``auto``: on for CUDA, where it makes the step's
+    host-to-device copies asynchronous; pinning is useless work on a CPU)."""
+    if data.pin_memory == "auto":
+        return torch.device(device).type == "cuda"
+    return bool(data.pin_memory)
+
+
+def train_loader(cd: CorpusData, data: DataConfig, rank: int, world: int, position: Position | None = None,
+                 device: torch.device | str = "cpu") -> CorpusLoader:
+    """Endless, resumable training batches of one corpus for this rank, from ``position`` (default: the start), with
+    ``data.num_workers`` loader processes prefetching ``data.prefetch_factor`` batches each, pinned for ``device``
+    (:func:`pin_memory`)."""
     pos = position or Position()
     stream = CorpusStream(cd.shards["train"], cd.targets, field=cd.field, train=True, batch_size=data.batch_size,
                           max_seconds=data.max_seconds, window=data.shuffle_window,
@@ -112,7 +122,8 @@ def train_loader(cd: CorpusData, data: DataConfig, rank: int, world: int, positi
                           seed=data.seed, rank=rank, world=world, include=cd.include["train"],
                           start_epoch=pos.epoch, start_batch=pos.batch, bad_samples=data.bad_samples,
                           policy=UrlPolicy.from_config(data))
-    return CorpusLoader(stream, num_workers=data.num_workers)
+    return CorpusLoader(stream, num_workers=data.num_workers, pin_memory=pin_memory(data, device),
+                        prefetch_factor=data.prefetch_factor)
 
 
 def eval_stream(cd: CorpusData, split: str, data: DataConfig, rank: int, world: int) -> CorpusStream | None:

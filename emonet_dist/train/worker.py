@@ -20,6 +20,7 @@ from ..model.build import EmoNet
 from ..model.modes import set_mode
 from ..model.pretrained import build_model_for_run
 from ..tracking import RunLogger
+from .buckets import GradientBuckets, gradient_buckets
 from .distributed import use_global_batchnorm, world
 from .lr import PlateauSchedule, StageSchedule, make_schedule
 from .precision import Precision, make_precision
@@ -57,6 +58,8 @@ class Worker:
     """The LR schedule as configured (the plateau schedule's position moves on in ``TrainState.plateau``)."""
     amp: Precision
     """``train.precision`` on this device: autocast dtype and fp16's loss scaler (its state is checkpointed)."""
+    buckets: GradientBuckets | None = None
+    """Multi-worker runs: sums :attr:`trainable`'s gradients over the ranks in buckets while backward runs."""
 
     @property
     def names(self) -> list[str]:
@@ -113,8 +116,9 @@ def setup_worker(cfg: Config, run: dict) -> Worker:
         for p in trainable:
             opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
     class_w = {n: d.class_weights().to(device) if cfg.optim.class_weighted else None for n, d in datas.items()}
+    buckets = gradient_buckets(model, trainable, cfg.ray.bucket_mb)  # None with one worker
     return Worker(cfg, rank, size, device, run_dir, log, datas, model, opt, trainable, class_w, sync_bn, finetune,
-                  make_schedule(cfg.train, cfg.optim), amp)
+                  make_schedule(cfg.train, cfg.optim), amp, buckets)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -5,7 +5,9 @@ normalisation, summed gradients, global BatchNorm); a single process runs the sa
 batches. Shared parameters, per-corpus parameters and BN running statistics must agree to rounding error, measured
 relative to each tensor's magnitude (see ``TOLERANCE``). One scenario gives rank 1 no samples of corpus B, and a
 negative control shows that averaging gradients over the world size (instead of over the ranks that computed them)
-is caught. The local-BN option (``ray.sync_batchnorm=false``) is checked for what it promises instead: ranks' BN
+is caught. The 2 workers sum their gradients as the loop does, in buckets launched during backward
+(``emonet_dist.train.buckets``: a corpus's first step reduces after backward and makes its plan, later ones
+overlap). The local-BN option (``ray.sync_batchnorm=false``) is checked for what it promises instead: ranks' BN
 statistics agree after the loop's averaging. Under bf16 autocast (``train.precision=bf16``) the same equivalence
 holds to bf16's rounding, and BatchNorm over the union batch keeps its statistics in fp32 (see ``BF16_TOLERANCE``).
 """
@@ -24,6 +26,7 @@ from emonet_dist.config import HeadConfig, ModelConfig, PoolingConfig
 from emonet_dist.model.build import build_model
 from emonet_dist.model.modes import set_mode
 from emonet_dist.train import distributed as D
+from emonet_dist.train.buckets import gradient_buckets
 from emonet_dist.train.loop import train_step
 from emonet_dist.train.precision import make_precision
 from emonet_testkit import free_port, max_relative_error
@@ -34,6 +37,7 @@ DEVICE = os.environ.get("EMONET_TEST_DEVICE", "cpu")
 CFG = ModelConfig(stem_width=4, base_width=8, pooling=PoolingConfig(units=8), head=HeadConfig(hidden=8, dropout=0.0))
 CLASSES = {"A": 3, "B": 2}
 WEIGHTS = {"A": torch.tensor([1.0, 2.0, 0.5]), "B": torch.tensor([1.5, 0.7])}
+BUCKET_MB = 0.01  # ray.bucket_mb of the 2-worker side: the tiny model's gradients (~100 kB) fill several buckets
 
 
 def _union_batches(seed: int, rounds: int) -> list[tuple[str, dict]]:
@@ -110,10 +114,13 @@ def _run(rank: int, world: int, port: int, empty_b: bool, reduction: str, dtype:
     model, opt, trainable = _fresh(frozen_bn, device)
     if reduction != "local-bn":
         D.use_global_batchnorm(model)
+    # the loop's reduction: in buckets during backward (small ones, so that the model makes several); the negative
+    # control patches the after-backward sum
+    buckets = None if reduction == "average" else gradient_buckets(model, trainable, BUCKET_MB)
     model.train()
     for corpus, batch in _union_batches(1, rounds):
         train_step(model, opt, trainable, _split(batch, rank, corpus, empty_b), corpus, _weights(corpus, device),
-                   device, make_precision(precision, device))
+                   device, make_precision(precision, device), buckets=buckets)
     if rank == 0:
         out["state"] = _host(model.state_dict())
     if reduction == "local-bn":  # ray.sync_batchnorm=false: what the loop does before evaluations and checkpoints

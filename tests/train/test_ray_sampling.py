@@ -21,7 +21,9 @@ TEMPERATURE = ("train.corpus_sampling=temperature", "train.sampling_temperature=
 
 
 def _cfg(shards, out, *extra):
-    return tiny_train_config(shards, out, *TEMPERATURE, *extra)  # 2 stages of 6 steps, checkpoints every 2
+    # 2 stages of 6 steps, checkpoints every 2; global BatchNorm (not the default) so that the slow tier also runs
+    # it end to end on Ray, with rounds that draw a corpus twice or not at all
+    return tiny_train_config(shards, out, *TEMPERATURE, "ray.sync_batchnorm=true", *extra)
 
 
 def _schedule(cfg):
