@@ -27,9 +27,11 @@ from .steps import STEPS, JobContext
 log = logging.getLogger(__name__)
 MARKER = "@@emonet-run "
 RUNNERS = {**STEPS, "grid": run_grid}
+"""Step kind -> its function (every kind of :data:`emonet_dist.pipeline.spec.KINDS`); a grid makes many runs."""
 SIDE_BY_SIDE = ("train", "transfer", "baseline")
 """Step kinds that may run side by side (:func:`waves`)."""
-"""Step kind -> its function (every kind of :data:`emonet_dist.pipeline.spec.KINDS`); a grid makes many runs."""
+ON_RAY = ("train", "transfer", "tune", "grid")
+"""Step kinds that use Ray: a job with one starts Ray in the background while MLflow sets up the job's run."""
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,17 @@ def run_spec(spec: JobSpec, on_record: Callable[[dict], None] | None = None) -> 
     t0 = time.time()
     ctx = JobContext(spec, job_config(spec.config), job_tags(spec))
     preflight(spec, ctx.config)  # storage and inputs, before anything is created or started
+    starting = None
+    if any(st.run in ON_RAY for st in spec.steps):
+        from ..train.launch import start_ray_in_background
+
+        starting = start_ray_in_background(ctx.config)  # Ray's processes start while MLflow sets up
     records = []
     stamp = time.strftime("-%Y%m%d-%H%M%S")
     name = spec.name[: MAX_LEN - len(stamp)] + stamp  # the parent run's name and its log directory
     with parent_run(ctx.config, name, kind="job", tags=ctx.tags) as job_run_id:
+        if starting:
+            starting.wait()  # steps fork worker pools: not while another thread is half-way through Ray's start
         for wave in waves(spec.steps):
             for rec in run_wave(wave, ctx):
                 # (no link lookup on a server that just failed the run's tracking)

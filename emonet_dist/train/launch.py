@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -35,11 +36,58 @@ def storage_path(cfg: Config) -> Path:
     return Path(cfg.ray.storage_path or Path(cfg.output_dir) / "ray").expanduser().resolve()
 
 
+_INIT_LOCK = threading.Lock()
+
+
 def init_ray(cfg: Config) -> None:
+    """Start Ray for this process (an instance of its own on loopback) or join ``ray.address``; a no-op when it
+    is up. Thread-safe: a caller waits for a start that :func:`start_ray_in_background` began."""
     import ray
 
-    if ray.is_initialized():
-        return
+    with _INIT_LOCK:
+        if not ray.is_initialized():
+            _init_ray(cfg)
+
+
+def start_ray_in_background(cfg: Config) -> threading.Event:
+    """Begin :func:`init_ray` in a thread, so that Ray's processes start while this one does other work (MLflow's
+    database, for example). The returned event is set when the start has ended; a start that failed is retried,
+    and reported, by the next :func:`init_ray`.
+
+    The thread stays alive for the life of the process: Ray ties its processes to their parent with Linux's
+    parent-death signal, which fires when the *thread* that started them ends, so a thread that returned would
+    take a local instance's GCS and raylet with it."""
+    import signal
+    import sys
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # What ray.init does in the main thread, and cannot do in another: SIGTERM (``ray job stop``) becomes
+        # SystemExit, so that runs end as FAILED and the instance is shut down.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        logging.getLogger("ray._private.worker").addFilter(_NotMainThreadWarning())  # so Ray's warning is moot
+    ended = threading.Event()
+
+    def start() -> None:
+        try:
+            init_ray(cfg)
+        except Exception as exc:  # noqa: BLE001 - the caller's own init_ray raises it
+            log.debug("Ray did not start in the background: %s", exc)
+        finally:
+            ended.set()
+        threading.Event().wait()  # never returns (see above); a daemon thread ends with the process
+
+    threading.Thread(target=start, name="emonet-ray-init", daemon=True).start()
+    return ended
+
+
+class _NotMainThreadWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
+def _init_ray(cfg: Config) -> None:
+    import ray
+
     os.environ.update(RAY_ENV)
     env = {"env_vars": {**RAY_ENV, **worker_env()}}  # worker_env: the CLI's log level, for the workers
     if cfg.ray.address:
