@@ -64,7 +64,7 @@ def start_ray_in_background(cfg: Config) -> threading.Event:
         # What ray.init does in the main thread, and cannot do in another: SIGTERM (``ray job stop``) becomes
         # SystemExit, so that runs end as FAILED and the instance is shut down.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
-        logging.getLogger("ray._private.worker").addFilter(_NotMainThreadWarning())  # so Ray's warning is moot
+        logging.getLogger("ray._private.worker").addFilter(_NOT_MAIN_THREAD)  # Ray's warning is moot (added once)
     ended = threading.Event()
 
     def start() -> None:
@@ -83,6 +83,10 @@ def start_ray_in_background(cfg: Config) -> threading.Event:
 class _NotMainThreadWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
+_NOT_MAIN_THREAD = _NotMainThreadWarning()
+"""One instance, so that jobs run one after another in a process add the filter once (addFilter skips repeats)."""
 
 
 def _init_ray(cfg: Config) -> None:
