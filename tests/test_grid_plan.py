@@ -116,3 +116,33 @@ def test_a_finished_run_is_reused_only_with_the_config_it_was_planned_with(tmp_p
         reusable(cfg.replace({"optim.lr": 0.5}), chain.names[0])
     (run.dir / "run.json").unlink()  # killed while it was being created: started again
     assert reusable(cfg, chain.names[0]) is None and not run.dir.exists()
+
+
+def test_the_real_corpus_experiment_is_a_grid_of_4_folds_2_seeds_and_the_issues_methods():
+    """jobs/realdata_grid.job.yaml (docs/results.md): RAVDESS, EMOVO and URDU in 4 speaker-group folds x 2 seeds;
+    eGeMAPS, scratch, all-corpus and leave-one-corpus-out adapters, joint round-robin and joint temperature."""
+    spec = load_spec(ROOT / "jobs" / "realdata_grid.job.yaml")
+    (grid,) = [s for s in spec.steps if isinstance(s, GridStep)]
+    assert (grid.folds, grid.seeds, grid.baseline) == (4, (0, 1), "scratch")
+    assert spec.config.prepare.split == "folds" and spec.config.prepare.num_folds == 4
+    assert set(grid.methods) == {"egemaps", "scratch", "all", "loco", "joint", "joint_t"}
+    chains = plan(grid, spec.config)
+    assert len(chains) == 4 * 2 * 5 + 4  # eGeMAPS + SVM is deterministic: once per fold
+    ctx = JobContext(spec=spec, config=spec.config, tags={})
+    sampling = {}
+    for chain in (c for c in chains if c.seed == 1 and c.fold == 4):
+        done = {}
+        for sub, name in zip(chain.steps, chain.names):
+            if sub.run == "transfer":
+                continue  # its config comes from the pretraining run's directory
+            cfg = run_config(ctx, grid, chain, sub, name, done)
+            assert cfg.seed == cfg.data.seed == 1
+            for c in cfg.data.corpora:  # tests fold 4, selects on fold 1, trains on folds 2 and 3
+                assert (c.test, c.dev, c.train) == (("fold4",), ("fold1",), ("fold2", "fold3")), (name, c)
+            if chain.method in ("joint", "joint_t"):
+                sampling[chain.method] = (cfg.train.corpus_sampling, [c.name for c in cfg.data.corpora])
+        if chain.method == "loco":
+            held_out = [s.corpus for s in chain.steps if s.run == "transfer"]
+            assert held_out == ["ravdess", "emovo", "urdu"]
+    assert sampling == {"joint": ("round_robin", ["ravdess", "emovo", "urdu"]),
+                        "joint_t": ("temperature", ["ravdess", "emovo", "urdu"])}
