@@ -1,10 +1,14 @@
 """Ray Train overhead and scaling: training throughput (utterances/s) measured side by side in one run.
 
-Four measurements on the same model, data and per-worker threads (1):
+Six measurements on the same model, data and per-worker threads (1):
 
 * plain    — the loop's own ``train_step`` in this process, no Ray, no process group;
 * plain 2p — two such processes at once, independent (no Ray, no collectives): what two cores give at best,
              the machine's ceiling for the scaling ratio (shared caches, memory bandwidth, clock);
+* torch ddp 2p — two processes training one model with PyTorch's own ``DistributedDataParallel`` over gloo
+             (no Ray; local BatchNorm, ``find_unused_parameters`` for the other corpora's adapters and heads, each
+             rank its own batch, plain class-weighted cross-entropy): what the field's reference synchronous
+             data-parallel step reaches on these cores, without Ray's processes;
 * ray x1   — ``emonet train`` with 1 Ray Train worker;
 * ray x2   — the same with 2 workers (each with its own batch: twice the data per step, weak scaling) in the
              default config: local BatchNorm (``ray.sync_batchnorm=false``, each worker's own batch statistics)
@@ -16,17 +20,21 @@ on every side (``train_utt_per_s`` in the run's metrics). Every scaling ratio is
 (plain 2p / plain) and as a fraction of it. Targets: ray x1 / plain >= 0.95 (issue 4); the default ray x2 at
 0.9 of the ceiling or more (issue 15), measured on an idle machine.
 
-    python bench/bench_ray_train.py [--rounds 16] [--base-width 32] [--shards DIR]
+    python bench/bench_ray_train.py [--rounds 16] [--base-width 32] [--repeat 3] [--shards DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from emonet_dist.config import Config, ShardConfig
 from emonet_dist.corpora.synth import build_synthetic
@@ -51,8 +59,9 @@ def make_cfg(shards: Path, out: Path, rounds: int, base_width: int, workers: int
         *extra)
 
 
-def plain_loop(cfg: Config) -> float:
-    """The same steps without Ray: utterances/s over the training steps after two warm-up rounds."""
+def plain_loop(cfg: Config, rank: int = 0, world: int = 1) -> float:
+    """The same steps without Ray: utterances/s over the training steps after two warm-up rounds. With
+    ``world`` > 1 (an initialised gloo process group) the model is wrapped in PyTorch's DDP instead."""
     torch.set_num_threads(1)
     datas = {d.name: d for d in (corpus_data(cfg.data.shards, s, cfg.data.seed) for s in cfg.data.corpora)}
     torch.manual_seed(cfg.seed)
@@ -60,35 +69,57 @@ def plain_loop(cfg: Config) -> float:
     groups = set_mode(model, "scratch", None)
     opt = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
     trainable = [p for g in groups for p in g["params"]]
-    loaders = {n: train_loader(d, cfg.data, 0, 1) for n, d in datas.items()}
+    loaders = {n: train_loader(d, cfg.data, rank, world) for n, d in datas.items()}
     weights = {n: d.class_weights() for n, d in datas.items()}
     model.train()
+    ddp = DDP(model, find_unused_parameters=True) if world > 1 else None
     busy, seen = 0.0, 0
     for step in range(cfg.train.steps_per_stage):
         t0, n_utts = time.perf_counter(), 0
         for pos, n in enumerate(datas):
             batch = next(loaders[n])
-            torch.manual_seed(step_seed(cfg.seed, step, pos, 0))
-            train_step(model, opt, trainable, batch, n, weights[n], "cpu")
+            torch.manual_seed(step_seed(cfg.seed, step, pos, rank))
+            if ddp is None:
+                train_step(model, opt, trainable, batch, n, weights[n], "cpu")
+            else:
+                _ddp_step(ddp, opt, batch, n, weights[n])
             n_utts += len(batch["ids"])
         if step >= 2:
             busy, seen = busy + time.perf_counter() - t0, seen + n_utts
     return seen / busy
 
 
-def _plain_worker(cfg_dict: dict, start, out) -> None:
+def _ddp_step(ddp, opt, batch: dict, corpus: str, class_weights) -> None:
+    """PyTorch DDP's step: its reducer averages the gradients in buckets during backward."""
+    logits = ddp(batch["waves"], batch["lengths"], corpus, labels=batch["targets"])
+    loss = F.cross_entropy(logits, batch["targets"], weight=class_weights)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _plain_worker(cfg_dict: dict, start, out, rank: int, world: int, rendezvous: str) -> None:
     cfg = Config.from_dict(cfg_dict)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     start.wait()  # both processes begin together, so their steps overlap
-    out.put(plain_loop(cfg))
+    out.put(plain_loop(cfg, rank, world))
+    if world > 1:
+        dist.destroy_process_group()
 
 
-def plain_concurrent(cfg: Config, processes: int = 2) -> float:
-    """``processes`` independent plain loops at once (spawned, 1 thread each): their summed utterances/s."""
+def plain_concurrent(cfg: Config, processes: int = 2, ddp: bool = False) -> float:
+    """``processes`` plain loops at once (spawned, 1 thread each), independent or (``ddp``) one DDP job: their
+    summed utterances/s."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     start, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_plain_worker, args=(cfg.to_dict(), start, out)) for _ in range(processes)]
+    world = processes if ddp else 1
+    rendezvous = Path(cfg.output_dir) / f"ddp-rendezvous-{time.time_ns()}"  # a fresh file: gloo's file store
+    rendezvous.parent.mkdir(parents=True, exist_ok=True)
+    procs = [ctx.Process(target=_plain_worker, args=(cfg.to_dict(), start, out, i if ddp else 0, world, rendezvous))
+             for i in range(processes)]
     for pr in procs:
         pr.start()
     rates = [out.get(timeout=3600) for _ in procs]
@@ -111,37 +142,52 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--base-width", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=1, help="measure every side this many times; prints the medians")
     ap.add_argument("--shards", help="existing shard directory holding synth7 and synth5 (default: build them)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         shards = synth_shards(args.shards, tmp)
-        res = {}
-        res["plain"] = plain_loop(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, 1))
-        res["plain 2p"] = plain_concurrent(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, 1))
-        for key, workers, extra in (("ray x1", 1, ()), ("ray x2", 2, ()),
-                                    ("ray x2 global-bn", 2, ("ray.sync_batchnorm=true",))):
-            r = run_training(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, workers, *extra))
-            res[key] = r.metrics["train_utt_per_s"]
-    print(f"\nmodel base width {args.base_width}, batch 16 x <=3 s per worker, {args.rounds} rounds over "
-          f"{', '.join(CORPORA)}, 1 thread per worker")
-    for k, v in res.items():
-        print(f"  {k:16s} {v:8.2f} utt/s")
-    report(res)
+        runs = []
+        for i in range(args.repeat):  # every side once per repeat, in the same order: the noise hits all sides
+            cfg = make_cfg(shards, tmp / "runs", args.rounds, args.base_width, 1)
+            res = {"plain": plain_loop(cfg), "plain 2p": plain_concurrent(cfg),
+                   "torch ddp 2p": plain_concurrent(cfg, ddp=True)}
+            for key, workers, extra in (("ray x1", 1, ()), ("ray x2", 2, ()),
+                                        ("ray x2 global-bn", 2, ("ray.sync_batchnorm=true",))):
+                r = run_training(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, workers, *extra))
+                res[key] = r.metrics["train_utt_per_s"]
+            print(f"\nrepeat {i + 1}/{args.repeat}: model base width {args.base_width}, batch 16 x <=3 s per worker, "
+                  f"{args.rounds} rounds over {', '.join(CORPORA)}, 1 thread per worker")
+            for k, v in res.items():
+                print(f"  {k:16s} {v:8.2f} utt/s")
+            runs.append(report(res))
+    if len(runs) > 1:
+        print(f"\nmedian over {len(runs)} repeats (each ratio from one repeat's own sides):")
+        for key in runs[0]:
+            vals = sorted(r[key] for r in runs)
+            print(f"  {key:34s} median {statistics.median(vals):.3f}  (" + ", ".join(f"{v:.3f}" for v in vals) + ")")
 
 
-def report(res: dict[str, float]) -> None:
-    """The ratios, each scaling ratio next to the 2-process ceiling."""
+def report(res: dict[str, float]) -> dict[str, float]:
+    """Print the ratios, each scaling ratio next to the 2-process ceiling; return them."""
     ceiling = res["plain 2p"] / res["plain"]
     print(f"  Ray overhead: ray x1 / plain = {res['ray x1'] / res['plain']:.3f} (target >= 0.95)")
     print(f"  ceiling:      plain 2p / plain = {ceiling:.3f} (two independent processes, no Ray: what this machine's "
           f"two cores allow)")
+    ddp = res["torch ddp 2p"] / res["plain"]
+    print(f"  torch DDP:    torch ddp 2p / plain = {ddp:.3f}; of ceiling {ddp / ceiling:.3f} (PyTorch's own "
+          f"synchronous 2-process step, no Ray)")
     for key, what in (("ray x2", "default: local BN, bucketed gradients"), ("ray x2 global-bn", "global BN")):
         ratio = res[key] / res["ray x1"]
         print(f"  scaling, {key} / ray x1 = {ratio:.3f} ({what}); ceiling {ceiling:.3f}, of ceiling "
               f"{ratio / ceiling:.3f}")
     print(f"  of ceiling:   (ray x2 / ray x1) / (plain 2p / plain) = {res['ray x2'] / res['ray x1'] / ceiling:.3f} "
           f"(the default config; target >= 0.9 on an idle machine)")
+    return {"ray x1 / plain": res["ray x1"] / res["plain"], "ceiling (plain 2p / plain)": ceiling,
+            "torch ddp 2p, of ceiling": ddp / ceiling,
+            "ray x2 (default), of ceiling": res["ray x2"] / res["ray x1"] / ceiling,
+            "ray x2 global-bn, of ceiling": res["ray x2 global-bn"] / res["ray x1"] / ceiling}
 
 
 if __name__ == "__main__":
