@@ -178,6 +178,10 @@ class FrontendConfig:
     """0 means sample_rate / 2."""
     log_floor: float = 1e-6
     """log(max(mel, floor)) keeps silence finite (padding is set to 0 separately, see the frontend)."""
+    normalize: Literal["none", "utterance"] = "none"
+    """``utterance``: each mel band of each utterance (or crop) to mean 0 and variance 1 over its own valid frames
+    (cepstral mean and variance normalisation). It removes gain and channel tilt, the per-utterance statistics that
+    eGeMAPS's functionals normalise away. ``none`` (the paper's): raw log-mels."""
 
     def __post_init__(self) -> None:
         check_limits(self)

@@ -45,6 +45,7 @@ def test_frozen():
     ({"data": {"batch_size": 2.5}}, "data.batch_size: expected int"),
     ({"data": {"batch_size": True}}, "data.batch_size: expected int"),
     ({"model": {"specaugment": "wild"}}, "model.specaugment: 'wild' is not one of"),
+    ({"model": {"frontend": {"normalize": "speaker"}}}, "model.frontend.normalize: 'speaker' is not one of"),
     ({"data": {"corpora": [{"name": "a", "tsk": "x"}]}}, "unknown config key 'data.corpora.0.tsk'"),
     ({"data": {"corpora": "a"}}, "data.corpora: expected a list"),
     ({"bogus": 1}, "unknown config key 'bogus'"),

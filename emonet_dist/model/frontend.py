@@ -13,6 +13,11 @@ Why "valid" frames and why they are set to 0
     uses, and the backbone keeps it 0 at every layer (``resnet.py``). The network therefore computes the same
     thing for an utterance whatever padding follows it: padding invariance is exact, not approximate.
 
+Per-utterance normalisation (``frontend.normalize: utterance``, off by default as in the paper)
+    Each mel band of each utterance (a training crop, or the whole utterance at evaluation) is shifted and
+    scaled to mean 0 and variance 1 over the utterance's valid frames only, before the padding is set to 0, so
+    the invariance above still holds.
+
 SpecAugment (training only)
     Padi et al. use up to ``N_f`` frequency masks of width ``f ~ U[0, F]`` and ``N_t`` time masks of width
     ``t ~ U[0, min(W, p*T)]`` where ``T`` is the utterance's own frame count. In Padi et al. W is the maximum
@@ -74,6 +79,23 @@ def valid_frames(lengths: Tensor, n_fft: int, hop_length: int, total_frames: int
 def frame_mask(n_frames: Tensor, total: int) -> Tensor:
     """``(B, total)`` bool, True for frames ``< n_frames``."""
     return torch.arange(total, device=n_frames.device) < n_frames[:, None]
+
+
+def normalize_utterances(x: Tensor, n_frames: Tensor, eps: float = 1e-5) -> Tensor:
+    """Per-utterance mean and variance normalisation of each band of ``x (B, F, T)`` over its valid frames.
+
+    Statistics use only frames ``< n_frames`` (the padding holds 0 and is left at 0), so padding invariance stays
+    exact. A band that is constant over the utterance (one frame, or silence at the log floor) becomes 0.
+
+    Returns:
+        ``(B, F, T)``: ``(x - mean) / sqrt(var + eps)`` at valid frames, 0 at padded ones.
+    """
+    valid = frame_mask(n_frames, x.shape[-1])[:, None, :]  # (B, 1, T)
+    n = n_frames.to(x.dtype)[:, None, None]
+    mean = x.masked_fill(~valid, 0.0).sum(-1, keepdim=True) / n
+    centred = (x - mean).masked_fill(~valid, 0.0)
+    var = centred.square().sum(-1, keepdim=True) / n
+    return centred * torch.rsqrt(var + eps)
 
 
 def time_mask_intervals(n_frames: Tensor, time_param: int, p: float, count: int,
@@ -170,6 +192,8 @@ class LogMelFrontend(nn.Module):
         with torch.autocast(device_type=waves.device.type, enabled=False):
             mel = self.melspec(waves.float())  # (B, F, T)
             x = torch.log(mel.clamp_min(self.cfg.log_floor))
-        n_frames = valid_frames(lengths.to(waves.device), self.cfg.n_fft, self.cfg.hop_length, x.shape[-1])
+            n_frames = valid_frames(lengths.to(waves.device), self.cfg.n_fft, self.cfg.hop_length, x.shape[-1])
+            if self.cfg.normalize == "utterance":
+                x = normalize_utterances(x, n_frames)
         x = x.masked_fill(~frame_mask(n_frames, x.shape[-1])[:, None, :], 0.0).unsqueeze(1)
         return self.specaugment(x, n_frames), n_frames

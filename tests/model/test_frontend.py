@@ -100,3 +100,39 @@ def _runs(flags: torch.Tensor) -> int:
     """Number of maximal runs of True in a 1-D bool tensor."""
     f = flags.int()
     return int(f[0]) + int(((f[1:] - f[:-1]) == 1).sum())
+
+
+def test_utterance_normalisation_gives_each_band_mean_0_and_variance_1_over_the_valid_frames_only(make_waves):
+    raw, norm = LogMelFrontend(FrontendConfig()).eval(), LogMelFrontend(FrontendConfig(normalize="utterance")).eval()
+    zeros, lengths, _ = make_waves([4000, 9000], seed=2)
+    noise, _, _ = make_waves([4000, 9000], seed=2, pad_value=0.7)
+    (x, n), (xn, _) = norm(zeros, lengths), norm(noise, lengths)
+    torch.testing.assert_close(x, xn, rtol=0, atol=0)  # padding invariance stays exact: padding is not in the stats
+    r = raw(zeros, lengths)[0]
+    for i in range(2):
+        valid = x[i, 0, :, : n[i]].double()
+        ref = r[i, 0, :, : n[i]].double()  # the same log-mels, normalised here in float64
+        ref = (ref - ref.mean(-1, keepdim=True)) / torch.sqrt(ref.var(-1, unbiased=False, keepdim=True) + 1e-5)
+        # float32 sums of at most 35 frames of order-1 values: 1e-5 leaves a decade above their rounding
+        torch.testing.assert_close(valid, ref, rtol=0, atol=1e-5)
+        torch.testing.assert_close(valid.mean(-1), torch.zeros(64, dtype=torch.float64), rtol=0, atol=1e-5)
+        # var / (var + eps), eps = 1e-5, for band variances above 0.01 (these log-mels of noise): within 1e-3 of 1
+        assert (r[i, 0, :, : n[i]].var(-1, unbiased=False) > 0.01).all()
+        torch.testing.assert_close(valid.var(-1, unbiased=False), torch.ones(64, dtype=torch.float64),
+                                   rtol=0, atol=1e-3)
+        assert (x[i, 0, :, n[i]:] == 0).all()
+
+
+def test_utterance_normalisation_removes_a_change_of_gain(make_waves):
+    """A gain g adds log(g^2) to every log-mel value, which the per-band mean takes away (bands well above the
+    log floor, as in this noise)."""
+    raw, norm = LogMelFrontend(FrontendConfig()).eval(), LogMelFrontend(FrontendConfig(normalize="utterance")).eval()
+    waves, lengths, _ = make_waves([6000, 6000], seed=3)
+    loud = waves * 4.0
+    assert not torch.allclose(raw(waves, lengths)[0], raw(loud, lengths)[0])
+    # same float32 STFT on scaled input: rounding of order 1e-6 relative, amplified by 1/std of order 1
+    torch.testing.assert_close(norm(waves, lengths)[0], norm(loud, lengths)[0], rtol=0, atol=1e-4)
+
+
+def test_utterance_normalisation_is_off_by_default_as_in_the_paper():
+    assert FrontendConfig().normalize == "none"
