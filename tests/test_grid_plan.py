@@ -146,3 +146,27 @@ def test_the_real_corpus_experiment_is_a_grid_of_4_folds_2_seeds_and_the_issues_
             assert held_out == ["ravdess", "emovo", "urdu"]
     assert sampling == {"joint": ("round_robin", ["ravdess", "emovo", "urdu"]),
                         "joint_t": ("temperature", ["ravdess", "emovo", "urdu"])}
+
+
+@pytest.mark.parametrize("job, variant, differs", [
+    ("realdata_curves", "scratch_3s", {"data.max_seconds": 3.0}),
+    ("realdata_norm", "scratch_norm", {"model.frontend.normalize": "utterance"}),
+])
+def test_the_follow_up_experiments_change_only_what_docs_results_says(job, variant, differs):
+    """docs/results.md's follow-ups: the grid's scratch cells (seed 0, 4 folds) next to one variant that changes one
+    setting (the curves job also lifts the epoch cap to 18 for both)."""
+    grid_spec = load_spec(ROOT / "jobs" / "realdata_grid.job.yaml")
+    spec = load_spec(ROOT / "jobs" / f"{job}.job.yaml")
+    (grid,) = [s for s in spec.steps if isinstance(s, GridStep)]
+    assert (grid.folds, grid.seeds, set(grid.methods)) == (4, (0,), {"scratch", variant})
+    cap = {"train.max_epochs": 18} if job == "realdata_curves" else {}
+    assert spec.config == grid_spec.config.replace({"name": spec.config.name, **cap})
+    ctx = JobContext(spec=spec, config=spec.config, tags={})
+    configs = {}
+    for chain in plan(grid, spec.config):
+        for sub, name in zip(chain.steps, chain.names):
+            configs[(chain.method, chain.fold, sub.id)] = run_config(ctx, grid, chain, sub, name, {})
+    assert len(configs) == 2 * 4 * 3  # two methods x 4 folds x 3 corpora
+    for (method, fold, corpus), cfg in configs.items():
+        if method == variant:
+            assert cfg == configs[("scratch", fold, corpus)].replace(differs).replace({"name": cfg.name})
