@@ -148,18 +148,19 @@ def test_the_real_corpus_experiment_is_a_grid_of_4_folds_2_seeds_and_the_issues_
                         "joint_t": ("temperature", ["ravdess", "emovo", "urdu"])}
 
 
-@pytest.mark.parametrize("job, variant, differs", [
-    ("realdata_curves", "scratch_3s", {"data.max_seconds": 3.0}),
-    ("realdata_norm", "scratch_norm", {"model.frontend.normalize": "utterance"}),
+@pytest.mark.parametrize("job, base, variant, differs", [
+    ("realdata_curves", "scratch", "scratch_3s", {"data.max_seconds": 3.0}),
+    ("realdata_norm", "scratch", "scratch_norm", {"model.frontend.normalize": "utterance"}),
+    ("realdata_specaug", "scratch_3s", "scratch_3s_specaug", {"model.specaugment": "conservative"}),
 ])
-def test_the_follow_up_experiments_change_only_what_docs_results_says(job, variant, differs):
-    """docs/results.md's follow-ups: the grid's scratch cells (seed 0, 4 folds) next to one variant that changes one
-    setting (the curves job also lifts the epoch cap to 18 for both)."""
+def test_the_follow_up_experiments_change_only_what_docs_results_says(job, base, variant, differs):
+    """docs/results.md's follow-ups: the grid's cells (seed 0, 4 folds) with one setting changed between two methods
+    (the curves job, and the SpecAugment job that extends it, also lift the epoch cap to 18 for both)."""
     grid_spec = load_spec(ROOT / "jobs" / "realdata_grid.job.yaml")
     spec = load_spec(ROOT / "jobs" / f"{job}.job.yaml")
     (grid,) = [s for s in spec.steps if isinstance(s, GridStep)]
-    assert (grid.folds, grid.seeds, set(grid.methods)) == (4, (0,), {"scratch", variant})
-    cap = {"train.max_epochs": 18} if job == "realdata_curves" else {}
+    assert (grid.folds, grid.seeds, grid.baseline, set(grid.methods)) == (4, (0,), base, {base, variant})
+    cap = {} if job == "realdata_norm" else {"train.max_epochs": 18}
     assert spec.config == grid_spec.config.replace({"name": spec.config.name, **cap})
     ctx = JobContext(spec=spec, config=spec.config, tags={})
     configs = {}
@@ -169,4 +170,17 @@ def test_the_follow_up_experiments_change_only_what_docs_results_says(job, varia
     assert len(configs) == 2 * 4 * 3  # two methods x 4 folds x 3 corpora
     for (method, fold, corpus), cfg in configs.items():
         if method == variant:
-            assert cfg == configs[("scratch", fold, corpus)].replace(differs).replace({"name": cfg.name})
+            assert cfg == configs[(base, fold, corpus)].replace(differs).replace({"name": cfg.name})
+
+
+def test_the_specaugment_follow_up_reuses_the_curves_jobs_unaugmented_runs():
+    """Same config name and method, so the same run names and configs: the grid's resume reuses them."""
+    curves, specaug = (load_spec(ROOT / "jobs" / f"{j}.job.yaml") for j in ("realdata_curves", "realdata_specaug"))
+    runs = {}
+    for spec in (curves, specaug):
+        (grid,) = [s for s in spec.steps if isinstance(s, GridStep)]
+        ctx = JobContext(spec=spec, config=spec.config, tags={})
+        runs[spec.name] = {name: run_config(ctx, grid, chain, sub, name, {})
+                           for chain in plan(grid, spec.config) if chain.method == "scratch_3s"
+                           for sub, name in zip(chain.steps, chain.names)}
+    assert len(runs["realdata_specaug"]) == 12 and runs["realdata_specaug"] == runs["realdata_curves"]
