@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from emonet_dist.errors import ConfigError, CorpusError
-from emonet_dist.pipeline.checks import check_shared_paths
+from emonet_dist.pipeline.checks import check_shared_paths, raw_spec
 from emonet_dist.pipeline.spec import load_spec
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
@@ -62,3 +62,19 @@ def test_smoke_spec_is_one_corpus_pair():
     kinds = [s.run for s in spec.steps]
     assert kinds == ["prepare", "prepare", "baseline", "train", "train", "transfer", "report"]
     assert spec.config.model.base_width == 8 and spec.config.train.steps_per_stage == 3
+
+
+def test_a_spec_that_extends_another_adds_profiles_and_keeps_its_parents(tmp_path):
+    """jobs/realdata_grid.job.yaml adds ``longer`` to realdata.job.yaml's ``paper``; a child's profile of the same
+    name replaces the parent's."""
+    parent = raw_spec(JOBS / "realdata.job.yaml", set())["profiles"]
+    profiles = raw_spec(JOBS / "realdata_grid.job.yaml", set())["profiles"]
+    assert profiles == {**parent, "longer": ["train.max_epochs=18"]}
+    grid = load_spec(JOBS / "realdata_grid.job.yaml")
+    assert load_spec(JOBS / "realdata_grid.job.yaml", profile="longer").config == grid.config.replace(
+        {"train.max_epochs": 18})
+    assert load_spec(JOBS / "realdata_grid.job.yaml", profile="paper").config.model.base_width == 64
+    child = tmp_path / "child.job.yaml"
+    child.write_text(f"extends: {JOBS / 'realdata_grid.job.yaml'}\nprofiles:\n  longer: [train.max_epochs=9]\n")
+    assert raw_spec(child, set())["profiles"] == {**parent, "longer": ["train.max_epochs=9"]}
+    assert load_spec(child, profile="longer").config.train.max_epochs == 9

@@ -22,7 +22,8 @@ _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))"
 
 
 def raw_spec(path: Path, seen: set) -> dict:
-    """A spec's YAML with its ``extends`` parent merged in: the child's keys win, ``config`` merges key by key."""
+    """A spec's YAML with its ``extends`` parent merged in: the child's keys win, ``config`` merges key by key and
+    ``profiles`` name by name (a child adds profiles and keeps its parent's)."""
     if path.resolve() in seen:
         raise ConfigError(f"{short(str(path), 200)}: 'extends' loops back to itself")
     seen.add(path.resolve())
@@ -43,6 +44,9 @@ def raw_spec(path: Path, seen: set) -> dict:
     merged = {k: v for k, v in parent.items() if k not in ("name", "description", "groups")}
     merged.update({k: v for k, v in data.items() if k != "extends"})
     merged["config"] = _deep_merge(parent.get("config") or {}, data.get("config") or {})
+    profiles = (parent.get("profiles") or {}, data.get("profiles") or {})
+    if all(isinstance(x, dict) for x in profiles):  # anything else is refused by the spec's types
+        merged["profiles"] = {**profiles[0], **profiles[1]}
     return merged
 
 

@@ -17,7 +17,8 @@ the submitter's checkout, and the spec is the whole record of the experiment. Ke
                   {run: grid, folds, dev, seeds, methods, baseline, checkpoint, max_parallel}   folds x seeds x
                                                          methods (each method: its own steps), pooled report
     profiles:     named override lists (``--profile paper``, the demo's ``smoke``)
-    extends, groups:  reuse another spec's config and steps, keep only some step groups
+    extends, groups:  reuse another spec's config and steps, keep only some step groups (the child's keys win;
+                  config merges key by key, profiles name by name)
     runtime_env:  Ray's (pip pins, env_vars such as MLFLOW_TRACKING_URI, py_modules, working_dir)
     storage:      the shared storage every node mounts (``/mnt/emonet``): a job whose paths lie under it checks
                   that it exists before its first step and never creates it (:mod:`emonet_dist.pipeline.preflight`)
