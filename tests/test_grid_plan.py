@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from emonet_dist import typed
 from emonet_dist.errors import ConfigError, EmonetError
 from emonet_dist.pipeline.grid import cell_values, fold_partitions, plan, reusable, run_config
 from emonet_dist.pipeline.parallel import runs_at_once
@@ -44,6 +45,21 @@ def test_the_folds_rotate_so_each_is_tested_once_and_never_trained_on_in_its_cel
     assert sorted(tests) == sorted(f"fold{i}" for i in range(1, k + 1))
     p = fold_partitions(2, 1, "train")
     assert p == {"train": ["fold2"], "dev": ["fold2"], "test": ["fold1"]}
+
+
+@pytest.mark.parametrize("k, n", [(4, 1), (5, 1), (5, 2), (6, 3)])
+def test_fewer_training_folds_keep_the_cells_test_and_dev_folds_and_take_each_fold_equally_often(k, n):
+    """``train_folds`` (a data-size learning curve): a subset of the cell's training folds, the first n after the dev
+    fold; over the K cells every fold trains the same number of times, so no fold's speakers weigh more."""
+    used = []
+    for i in range(1, k + 1):
+        full, fewer = fold_partitions(k, i, "next"), fold_partitions(k, i, "next", n)
+        assert (fewer["test"], fewer["dev"]) == (full["test"], full["dev"])
+        assert len(fewer["train"]) == n and set(fewer["train"]) <= set(full["train"])
+        assert fewer["train"] == sorted(fewer["train"], key=lambda f: int(f[4:]))  # fold order, as without n
+        used += fewer["train"]
+    assert sorted(used) == sorted(f"fold{j}" for j in range(1, k + 1) for _ in range(n))
+    assert fold_partitions(k, 2, "next", k - 2) == fold_partitions(k, 2, "next")  # all of them: unchanged
 
 
 def test_a_grid_plans_every_fold_seed_and_method_and_a_deterministic_baseline_once_per_fold(tmp_path):
@@ -88,6 +104,10 @@ def test_runs_at_once_is_what_the_cluster_holds_of_the_largest_run():
                                                 "mode": "adapters"}]}}, "from: an earlier"),  # another method's step
     ({"folds": 3, "methods": METHODS, "max_parallel": -1}, "max_parallel"),
     ({"folds": 3, "methods": METHODS, "shuffle": True}, "unknown key"),
+    ({"folds": 3, "methods": METHODS, "train_folds": {"nope": 1}}, "train_folds names .?nope.?, which is not"),
+    ({"folds": 4, "methods": METHODS, "train_folds": {"scratch": 3}}, "from 1 to 2 .*got .?3"),
+    ({"folds": 4, "dev": "train", "methods": METHODS, "train_folds": {"svm": 0}}, "from 1 to 3 .*got .?0"),
+    ({"folds": 4, "methods": METHODS, "train_folds": {"svm": "all"}}, "train_folds.svm: expected int"),
 ])
 def test_a_bad_grid_is_refused_when_the_spec_loads(tmp_path, grid, message):
     with pytest.raises(ConfigError, match=message):
@@ -184,3 +204,27 @@ def test_the_specaugment_follow_up_reuses_the_curves_jobs_unaugmented_runs():
                            for chain in plan(grid, spec.config) if chain.method == "scratch_3s"
                            for sub, name in zip(chain.steps, chain.names)}
     assert len(runs["realdata_specaug"]) == 12 and runs["realdata_specaug"] == runs["realdata_curves"]
+
+
+def test_the_data_size_follow_up_differs_only_in_training_folds_and_reuses_the_curves_jobs_scratch_runs():
+    """jobs/realdata_datasize.job.yaml (docs/results.md): each *_1fold method is its full-data method on one of the
+    cell's two training folds, nothing else; its scratch runs are the curves job's (same names and configs)."""
+    curves, size = (load_spec(ROOT / "jobs" / f"{j}.job.yaml") for j in ("realdata_curves", "realdata_datasize"))
+    configs = {}
+    for spec in (curves, size):
+        (grid,) = [s for s in spec.steps if isinstance(s, GridStep)]
+        ctx = JobContext(spec=spec, config=spec.config, tags={})
+        configs[spec.name] = {(chain.method, chain.fold, sub.id): (name, run_config(ctx, grid, chain, sub, name, {}))
+                              for chain in plan(grid, spec.config) for sub, name in zip(chain.steps, chain.names)}
+    size = configs["realdata_datasize"]
+    assert {k: v for k, v in size.items() if k[0] == "scratch"} == \
+        {k: v for k, v in configs["realdata_curves"].items() if k[0] == "scratch"}
+    assert len(size) == 4 * (3 + 3 + 1 + 1)
+    for (method, fold, sid), (name, cfg) in size.items():
+        if method.endswith("_1fold"):
+            full = size[(method.removesuffix("_1fold"), fold, sid)][1]
+            for mine, theirs in zip(cfg.data.corpora, full.data.corpora, strict=True):
+                assert (mine.test, mine.dev) == (theirs.test, theirs.dev) and len(theirs.train) == 2
+                assert list(mine.train) == fold_partitions(4, fold, "next", 1)["train"]
+            assert cfg.replace({"name": full.name, "data.corpora": [
+                {**typed.to_dict(m), "train": list(t.train)} for m, t in zip(cfg.data.corpora, full.data.corpora)]}) == full

@@ -71,12 +71,15 @@ def run_name(grid: str, method: str, step: Step, seed: int, fold: int) -> str:
     return check_name(f"{grid}-{method}-{step.id}-s{seed}-fold{fold}", "grid run name")
 
 
-def fold_partitions(k: int, i: int, dev: str) -> dict[str, list[str]]:
-    """Cell i's partitions (1-based): fold i tests, fold i+1 (mod k) is dev unless ``dev == "train"``."""
+def fold_partitions(k: int, i: int, dev: str, train_folds: int = 0) -> dict[str, list[str]]:
+    """Cell i's partitions (1-based): fold i tests, fold i+1 (mod k) is dev unless ``dev == "train"``; the others
+    train, or only the first ``train_folds`` of them in rotation order (from fold i+1 mod k on) when it is set."""
     folds = [f"fold{j}" for j in range(1, k + 1)]
     test = folds[i - 1]
     dev_fold = folds[i % k] if dev == "next" else None
-    train = [f for f in folds if f not in (test, dev_fold)]
+    rotation = [f for f in folds[i:] + folds[:i - 1] if f != dev_fold]
+    kept = set(rotation[:train_folds or None])
+    train = [f for f in folds if f in kept]  # in fold order, as without train_folds (run configs stay the same)
     return {"train": train, "dev": [dev_fold] if dev_fold else train, "test": [test]}
 
 
@@ -101,7 +104,7 @@ def plan(step: GridStep, cfg: Config) -> list[Chain]:
 
 def cell_values(cfg: Config, step: GridStep, chain: Chain, name: str, corpora: list[str] | None = None) -> dict:
     """The typed values a cell sets on a run's config: name, seeds, every corpus's fold partitions."""
-    parts = fold_partitions(step.folds, chain.fold, step.dev)
+    parts = fold_partitions(step.folds, chain.fold, step.dev, step.train_folds.get(chain.method, 0))
     specs = {c.name: typed.to_dict(c) for c in cfg.data.corpora}
     names = corpora if corpora is not None else list(specs)
     return {"name": name, "seed": chain.seed, "data.seed": chain.seed,

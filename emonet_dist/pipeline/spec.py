@@ -154,6 +154,10 @@ class GridStep(Step):
     baseline: str = ""
     """The method the report compares the others with (default: the first)."""
     checkpoint: Literal["best", "final"] = "best"
+    train_folds: dict[str, int] = field(default_factory=dict)
+    """Method -> how many of a cell's training folds its runs train on (default: all of them): the first n after
+    the dev fold, in rotation order. The test folds stay the same, so the pooled predictions still cover every
+    utterance once; a method with fewer training speakers is a point of a data-size learning curve."""
     max_parallel: int = 0
     """At most this many runs at once (0: as many as the cluster's CPUs and GPUs hold)."""
 
@@ -363,7 +367,7 @@ def check_grid(step: GridStep, type_steps, where: Path) -> GridStep:
         (step.max_parallel < 0, f"max_parallel must be >= 0, got {step.max_parallel}"),
         (bool(step.baseline) and step.baseline not in step.methods,
          f"baseline {short(step.baseline)} is not one of the methods ({short_list(step.methods)})")]
-    bad = next((text for failed, text in problems if failed), "")
+    bad = next((text for failed, text in problems if failed), "") or train_folds_problem(step)
     if bad:
         raise ConfigError(f"{where}: step {sid}: {bad}")
     methods = {}
@@ -373,6 +377,18 @@ def check_grid(step: GridStep, type_steps, where: Path) -> GridStep:
             raise ConfigError(f"{where}: step {sid}: method {name} needs a list of train, transfer or baseline steps")
         methods[name] = type_steps(list(raw), Path(f"{where}: step {sid}: method {name}"))
     return dataclasses.replace(step, methods=methods)
+
+
+def train_folds_problem(step: GridStep) -> str:
+    """What is wrong with a grid's ``train_folds`` ("" when nothing): known methods, 1..the cell's training folds."""
+    available = step.folds - 1 - (step.dev == "next")
+    for method, n in step.train_folds.items():
+        if method not in step.methods:
+            return f"train_folds names {short(method)}, which is not one of the methods ({short_list(step.methods)})"
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= available:
+            return (f"train_folds of {short(method)} must be a whole number from 1 to {available} (the training folds "
+                    f"of a cell with {step.folds} folds and dev: {step.dev}), got {short(str(n))}")
+    return ""
 
 
 def column_steps(col: str | ReportColumn | None) -> list[str]:
