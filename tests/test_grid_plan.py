@@ -220,11 +220,12 @@ def test_the_data_size_follow_up_differs_only_in_training_folds_and_reuses_the_c
     assert {k: v for k, v in size.items() if k[0] == "scratch"} == \
         {k: v for k, v in configs["realdata_curves"].items() if k[0] == "scratch"}
     assert len(size) == 4 * (3 + 3 + 1 + 1)
-    for (method, fold, sid), (name, cfg) in size.items():
+    for (method, fold, sid), (_, cfg) in size.items():
         if method.endswith("_1fold"):
             full = size[(method.removesuffix("_1fold"), fold, sid)][1]
             for mine, theirs in zip(cfg.data.corpora, full.data.corpora, strict=True):
                 assert (mine.test, mine.dev) == (theirs.test, theirs.dev) and len(theirs.train) == 2
                 assert list(mine.train) == fold_partitions(4, fold, "next", 1)["train"]
-            assert cfg.replace({"name": full.name, "data.corpora": [
-                {**typed.to_dict(m), "train": list(t.train)} for m, t in zip(cfg.data.corpora, full.data.corpora)]}) == full
+            same_folds = [{**typed.to_dict(m), "train": list(t.train)} for m, t in zip(cfg.data.corpora,
+                                                                                       full.data.corpora)]
+            assert cfg.replace({"name": full.name, "data.corpora": same_folds}) == full
