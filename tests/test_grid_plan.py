@@ -229,3 +229,22 @@ def test_the_data_size_follow_up_differs_only_in_training_folds_and_reuses_the_c
             same_folds = [{**typed.to_dict(m), "train": list(t.train)} for m, t in zip(cfg.data.corpora,
                                                                                        full.data.corpora)]
             assert cfg.replace({"name": full.name, "data.corpora": same_folds}) == full
+
+
+def test_the_longer_ravdess_schedule_changes_only_patience_and_epochs_and_reuses_the_curves_jobs_runs():
+    """jobs/realdata_ravdess_long.job.yaml (docs/results.md): the curves job's RAVDESS scratch_3s runs, reused by name
+    and config, against the same with train.patience=4 and train.max_epochs=40."""
+    curves, long = (load_spec(ROOT / "jobs" / f"{j}.job.yaml") for j in ("realdata_curves", "realdata_ravdess_long"))
+    configs = {}
+    for spec in (curves, long):
+        (grid,) = [s for s in spec.steps if isinstance(s, GridStep)]
+        ctx = JobContext(spec=spec, config=spec.config, tags={})
+        configs[spec.name] = {(chain.method, chain.fold, sub.id): (name, run_config(ctx, grid, chain, sub, name, {}))
+                              for chain in plan(grid, spec.config) for sub, name in zip(chain.steps, chain.names)}
+    long = configs["realdata_ravdess_long"]
+    assert set(long) == {(m, f, "ravdess") for m in ("scratch_3s", "scratch_3s_long") for f in range(1, 5)}
+    for fold in range(1, 5):
+        name, base = long[("scratch_3s", fold, "ravdess")]
+        assert (name, base) == configs["realdata_curves"][("scratch_3s", fold, "ravdess")]
+        longer = long[("scratch_3s_long", fold, "ravdess")][1]
+        assert longer == base.replace({"name": longer.name, "train.patience": 4, "train.max_epochs": 40})
