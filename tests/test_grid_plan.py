@@ -193,32 +193,30 @@ def test_the_follow_up_experiments_change_only_what_docs_results_says(job, base,
             assert cfg == configs[(base, fold, corpus)].replace(differs).replace({"name": cfg.name})
 
 
+def _planned(job: str) -> dict[tuple[str, int, str], tuple[str, object]]:
+    """A job spec's grid runs: (method, fold, step id) -> (run name, run config), as the runner would plan them."""
+    spec = load_spec(ROOT / "jobs" / f"{job}.job.yaml")
+    (grid,) = [s for s in spec.steps if isinstance(s, GridStep)]
+    ctx = JobContext(spec=spec, config=spec.config, tags={})
+    return {(chain.method, chain.fold, sub.id): (name, run_config(ctx, grid, chain, sub, name, {}))
+            for chain in plan(grid, spec.config) for sub, name in zip(chain.steps, chain.names)}
+
+
 def test_the_specaugment_follow_up_reuses_the_curves_jobs_unaugmented_runs():
     """Same config name and method, so the same run names and configs: the grid's resume reuses them."""
-    curves, specaug = (load_spec(ROOT / "jobs" / f"{j}.job.yaml") for j in ("realdata_curves", "realdata_specaug"))
-    runs = {}
-    for spec in (curves, specaug):
-        (grid,) = [s for s in spec.steps if isinstance(s, GridStep)]
-        ctx = JobContext(spec=spec, config=spec.config, tags={})
-        runs[spec.name] = {name: run_config(ctx, grid, chain, sub, name, {})
-                           for chain in plan(grid, spec.config) if chain.method == "scratch_3s"
-                           for sub, name in zip(chain.steps, chain.names)}
-    assert len(runs["realdata_specaug"]) == 12 and runs["realdata_specaug"] == runs["realdata_curves"]
+    curves, specaug = ({k: v for k, v in _planned(j).items() if k[0] == "scratch_3s"}
+                       for j in ("realdata_curves", "realdata_specaug"))
+    assert len(specaug) == 12 and specaug == curves
 
 
 def test_the_data_size_follow_up_differs_only_in_training_folds_and_reuses_the_curves_jobs_scratch_runs():
     """jobs/realdata_datasize.job.yaml (docs/results.md): each *_1fold method is its full-data method on one of the
     cell's two training folds, nothing else; its scratch runs are the curves job's (same names and configs)."""
-    curves, size = (load_spec(ROOT / "jobs" / f"{j}.job.yaml") for j in ("realdata_curves", "realdata_datasize"))
-    configs = {}
-    for spec in (curves, size):
-        (grid,) = [s for s in spec.steps if isinstance(s, GridStep)]
-        ctx = JobContext(spec=spec, config=spec.config, tags={})
-        configs[spec.name] = {(chain.method, chain.fold, sub.id): (name, run_config(ctx, grid, chain, sub, name, {}))
-                              for chain in plan(grid, spec.config) for sub, name in zip(chain.steps, chain.names)}
-    size = configs["realdata_datasize"]
-    assert {k: v for k, v in size.items() if k[0] == "scratch"} == \
-        {k: v for k, v in configs["realdata_curves"].items() if k[0] == "scratch"}
+    curves, size = _planned("realdata_curves"), _planned("realdata_datasize")
+    def scratch(runs):
+        return {k: v for k, v in runs.items() if k[0] == "scratch"}
+
+    assert len(scratch(size)) == 12 and scratch(size) == scratch(curves)
     assert len(size) == 4 * (3 + 3 + 1 + 1)
     for (method, fold, sid), (_, cfg) in size.items():
         if method.endswith("_1fold"):
@@ -234,17 +232,10 @@ def test_the_data_size_follow_up_differs_only_in_training_folds_and_reuses_the_c
 def test_the_longer_ravdess_schedule_changes_only_patience_and_epochs_and_reuses_the_curves_jobs_runs():
     """jobs/realdata_ravdess_long.job.yaml (docs/results.md): the curves job's RAVDESS scratch_3s runs, reused by name
     and config, against the same with train.patience=4 and train.max_epochs=40."""
-    curves, long = (load_spec(ROOT / "jobs" / f"{j}.job.yaml") for j in ("realdata_curves", "realdata_ravdess_long"))
-    configs = {}
-    for spec in (curves, long):
-        (grid,) = [s for s in spec.steps if isinstance(s, GridStep)]
-        ctx = JobContext(spec=spec, config=spec.config, tags={})
-        configs[spec.name] = {(chain.method, chain.fold, sub.id): (name, run_config(ctx, grid, chain, sub, name, {}))
-                              for chain in plan(grid, spec.config) for sub, name in zip(chain.steps, chain.names)}
-    long = configs["realdata_ravdess_long"]
+    curves, long = _planned("realdata_curves"), _planned("realdata_ravdess_long")
     assert set(long) == {(m, f, "ravdess") for m in ("scratch_3s", "scratch_3s_long") for f in range(1, 5)}
     for fold in range(1, 5):
         name, base = long[("scratch_3s", fold, "ravdess")]
-        assert (name, base) == configs["realdata_curves"][("scratch_3s", fold, "ravdess")]
+        assert (name, base) == curves[("scratch_3s", fold, "ravdess")]
         longer = long[("scratch_3s_long", fold, "ravdess")][1]
         assert longer == base.replace({"name": longer.name, "train.patience": 4, "train.max_epochs": 40})
