@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: cannot read a grid report at {str(args.report)[:120]}: {str(exc)[:120]}") from None
     if not isinstance(report, dict) or report.get("kind") != "emonet-grid-report":
         raise SystemExit(f"error: {str(args.report)[:120]} is not a grid report")
-    rows = curve(report, args.reference)
+    try:
+        rows = curve(report, args.reference)
+    except (KeyError, TypeError, AttributeError) as exc:  # a report written by something else, or edited
+        raise SystemExit(f"error: {str(args.report)[:120]} is a malformed grid report (corpora[].grid[method]"
+                         f".pooled_uar_mean expected): {type(exc).__name__} {str(exc)[:60]}") from None
     if not rows:
         raise SystemExit(f"error: no method of {str(args.report)[:120]} has a {SUFFIX} twin (a grid with train_folds)")
     print(table(rows, args.reference))

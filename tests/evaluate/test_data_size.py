@@ -60,3 +60,6 @@ def test_a_file_that_is_not_a_grid_report_with_train_folds_is_refused(tmp_path):
     bad.write_text(json.dumps(_report({"a": {"scratch": 0.3, "egemaps": 0.4}})))
     with pytest.raises(SystemExit, match="no method .* has a _1fold twin"):
         mod.main([str(bad)])
+    bad.write_text(json.dumps({"kind": "emonet-grid-report", "corpora": [{"corpus": "a", "grid": {"x": 1}}]}))
+    with pytest.raises(SystemExit, match="malformed grid report"):
+        mod.main([str(bad)])
