@@ -31,6 +31,19 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
            # Starting a worker imports torch; on a busy small machine that can take more than the default 60 s.
            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
 
+LOCAL_RAY_ENV = {
+    # A Ray instance of our own (no ray.address) runs its processes on the workers' cores: with as many workers as
+    # cores, every cycle they take stalls a rank (0.21 cores of 2 measured by bench/bench_ray_cpu.py; 0.17 with
+    # these, docs/benchmarks.md). The periodic work that nobody reads on a private single-node instance runs less
+    # often or not at all. A value exported by the user wins; a cluster (ray.address) keeps its own settings.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # one actor that asks GCS every 5 s for nodes being drained: one node
+    "RAY_task_events_report_interval_ms": "0",  # no task timeline (`ray list tasks`) for the private instance
+    "RAY_metrics_report_interval_ms": "60000",  # every process's metrics to the dashboard agent: every 60 s, not 10
+    "RAY_event_stats": "0",  # per-handler timing statistics for Ray's own debugging
+    "REPORTER_UPDATE_INTERVAL_MS": "30000",  # the dashboard agent's scan of every process: every 30 s, not 5
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",  # log files re-listed every 0.5 s, not 0.1 s (lines still stream)
+}
+
 
 def storage_path(cfg: Config) -> Path:
     return Path(cfg.ray.storage_path or Path(cfg.output_dir) / "ray").expanduser().resolve()
@@ -101,6 +114,8 @@ def _init_ray(cfg: Config) -> None:
         # its GCS, raylet, object manager, agents and workers to the node IP) and token authentication, as
         # cluster/local/start.sh does for a shared one.
         _use_private_token()
+        for key, value in LOCAL_RAY_ENV.items():  # before ray.init: the instance's processes inherit them
+            os.environ.setdefault(key, value)
         # gloo must use loopback: the host name may resolve to 127.0.1.1 or to an interface that is down.
         env["env_vars"]["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
         # Ray Train's placement-group cleaner finds its cluster by auto-detection, which fails when another Ray

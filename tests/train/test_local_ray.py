@@ -1,4 +1,5 @@
-"""The Ray instance that `emonet train` starts for itself: every port on loopback, token authentication.
+"""The Ray instance that `emonet train` starts for itself: every port on loopback, token authentication, and
+Ray's own periodic work turned down (``LOCAL_RAY_ENV``).
 
 A real `emonet train` runs in a subprocess; while its two Ray Train workers are alive, the test lists every
 listening TCP socket of the driver, of the Ray session it started (GCS, raylet, dashboard, agents) and of all
@@ -49,12 +50,14 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(kv.decode(errors="replace").split("=", 1) for kv in raw if b"=" in kv)
 
 
-def test_every_port_of_a_local_emonet_train_is_on_loopback_with_token_auth(synth_shards, tmp_path):
+def test_a_local_emonet_train_is_on_loopback_with_token_auth_and_quiets_rays_own_processes(synth_shards, tmp_path):
     cfg = tiny_train_config(synth_shards, tmp_path, "name=sockets", "tracking.enabled=false")
     (tmp_path / "cfg.yaml").write_text(cfg.to_yaml())
     before = ray_sessions()
+    user_env = {**os.environ, "RAY_metrics_report_interval_ms": "15000"}  # a value the user exported wins
+    user_env.pop("RAY_event_stats", None)
     proc = subprocess.Popen([sys.executable, "-m", "emonet_dist.cli", "train", str(tmp_path / "cfg.yaml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=user_env)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None and \
@@ -78,6 +81,17 @@ def test_every_port_of_a_local_emonet_train_is_on_loopback_with_token_auth(synth
         gcs = next(pid for pid in session_pids(session) if "gcs_server" in Path(f"/proc/{pid}/cmdline").read_text())
         env = _environ(gcs)
         assert env.get("RAY_AUTH_MODE") == "token" and Path(env["RAY_AUTH_TOKEN_PATH"]).stat().st_mode & 0o077 == 0
+        # Ray's own periodic work is turned down for the private instance (LOCAL_RAY_ENV), in the processes that
+        # do it: GCS, raylet and the dashboard read these when they start, and Ray Train's preemption watcher,
+        # one actor process, is not started at all
+        for pid in session_pids(session):
+            if any(name in Path(f"/proc/{pid}/cmdline").read_text() for name in ("gcs_server", "raylet", "dashboard")):
+                env = _environ(pid)
+                assert env.get("RAY_event_stats") == "0" and env.get("RAY_task_events_report_interval_ms") == "0"
+                assert env.get("RAY_metrics_report_interval_ms") == "15000", pid
+        titles = [Path(f"/proc/{pid}/cmdline").read_text() for pid in pids if Path(f"/proc/{pid}").exists()]
+        assert any("SynchronizationActor" in t for t in titles), "Ray Train's actors not found: vacuous"
+        assert not any("PreemptionWatcher" in t for t in titles)
         # The run itself is not waited for (the sockets were all open once both workers ran): that a local
         # `emonet train` on this loopback set-up runs to the end is what the resume test shows.
     finally:
