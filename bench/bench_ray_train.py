@@ -18,7 +18,12 @@ Six measurements on the same model, data and per-worker threads (1):
              process group and no collective at all (Ray Train's ``DataParallelTrainer``; they start together at
              a barrier): what any 2-worker Ray Train job can reach on these cores, with Ray's own processes
              (controller, its actors, dashboard, GCS, raylet) running beside the workers. No synchronous
-             configuration can beat it, so it is the ceiling of the default config under Ray.
+             configuration can beat it, so it is the ceiling of the default config under Ray;
+* ray x2 meet-only — the same two workers meeting once per corpus step at a barrier (a TCP store on 127.0.0.1)
+             and otherwise independent, no data exchanged: the least any synchronous 2-worker step costs under Ray
+             here (each step waits for the slower rank), the ceiling of a synchronous config such as the default.
+
+``--skip`` leaves sides out (their ratios are then not printed).
 
 Throughput counts training steps only (not evaluation or checkpointing) after two warm-up rounds, the same way
 on every side (``train_utt_per_s`` in the run's metrics). Every scaling ratio is printed next to the ceiling
@@ -34,6 +39,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -51,6 +57,7 @@ from emonet_dist.train.loop import step_seed, train_step
 from emonet_dist.train.streams import corpus_data, train_loader
 
 CORPORA = ("synth7", "synth5")
+SKIPPABLE = ("torch ddp 2p", "ray x2 global-bn", "ray x2 no-comm", "ray x2 meet-only")
 
 
 def make_cfg(shards: Path, out: Path, rounds: int, base_width: int, workers: int, *extra: str) -> Config:
@@ -64,9 +71,10 @@ def make_cfg(shards: Path, out: Path, rounds: int, base_width: int, workers: int
         *extra)
 
 
-def plain_loop(cfg: Config, rank: int = 0, world: int = 1) -> float:
+def plain_loop(cfg: Config, rank: int = 0, world: int = 1, meet: Callable[[str], None] | None = None) -> float:
     """The same steps without Ray: utterances/s over the training steps after two warm-up rounds. With
-    ``world`` > 1 (an initialised gloo process group) the model is wrapped in PyTorch's DDP instead."""
+    ``world`` > 1 (an initialised gloo process group) the model is wrapped in PyTorch's DDP instead; ``meet(key)``
+    runs after every corpus step (a barrier with the other workers)."""
     torch.set_num_threads(1)
     datas = {d.name: d for d in (corpus_data(cfg.data.shards, s, cfg.data.seed) for s in cfg.data.corpora)}
     torch.manual_seed(cfg.seed)
@@ -88,6 +96,8 @@ def plain_loop(cfg: Config, rank: int = 0, world: int = 1) -> float:
                 train_step(model, opt, trainable, batch, n, weights[n], "cpu")
             else:
                 _ddp_step(ddp, opt, batch, n, weights[n])
+            if meet is not None:
+                meet(f"{step}-{pos}")
             n_utts += len(batch["ids"])
         if step >= 2:
             busy, seen = busy + time.perf_counter() - t0, seen + n_utts
@@ -135,16 +145,30 @@ def plain_concurrent(cfg: Config, processes: int = 2, ddp: bool = False) -> floa
 
 def _independent_ray_worker(config: dict) -> None:
     import ray.train
-    from ray.train.collective import barrier
+    from ray.train.collective import barrier, broadcast_from_rank_zero
+    from torch.distributed import TCPStore
 
-    rank = ray.train.get_context().get_world_rank()
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    meet = None
+    if config["meet"]:  # a barrier per corpus step through a TCP store that rank 0 serves on loopback
+        store = TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False) if rank == 0 else None
+        port = broadcast_from_rank_zero(store.port if store is not None else None)
+        store = store or TCPStore("127.0.0.1", port, world, is_master=False)
+
+        def meet(key: str) -> None:
+            if store.add(key, 1) < world:
+                store.wait([f"go-{key}"])
+            else:  # the last to arrive releases the others
+                store.set(f"go-{key}", "1")
     barrier()  # both workers begin together, as plain 2p's processes do
-    rate = plain_loop(Config.from_dict(config["cfg"]))  # no process group: the plain step in a Ray Train worker
+    rate = plain_loop(Config.from_dict(config["cfg"]), meet=meet)  # no process group: the plain step, under Ray
     Path(config["out"], f"rate-{rank}").write_text(repr(rate))
 
 
-def ray_independent(cfg: Config, workers: int = 2) -> float:
-    """``workers`` Ray Train workers, each the ``plain`` loop with no collective: their summed utterances/s."""
+def ray_independent(cfg: Config, workers: int = 2, meet: bool = False) -> float:
+    """``workers`` Ray Train workers, each the ``plain`` loop with no collective (``meet``: with a barrier after
+    every corpus step): their summed utterances/s."""
     import ray.train
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
@@ -153,7 +177,7 @@ def ray_independent(cfg: Config, workers: int = 2) -> float:
     out.mkdir(parents=True)
     cfg = cfg.override(f"ray.num_workers={workers}")
     DataParallelTrainer(
-        _independent_ray_worker, train_loop_config={"cfg": cfg.to_dict(), "out": str(out)},
+        _independent_ray_worker, train_loop_config={"cfg": cfg.to_dict(), "out": str(out), "meet": meet},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker=worker_resources(cfg)),
         run_config=ray.train.RunConfig(name=out.name, storage_path=str(storage_path(cfg)))).fit()
     rates = [float((out / f"rate-{r}").read_text()) for r in range(workers)]
@@ -176,6 +200,7 @@ def main() -> None:
     ap.add_argument("--base-width", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=1, help="measure every side this many times; prints the medians")
     ap.add_argument("--shards", help="existing shard directory holding synth7 and synth5 (default: build them)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=SKIPPABLE, help="sides to leave out")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -183,13 +208,17 @@ def main() -> None:
         runs = []
         for i in range(args.repeat):  # every side once per repeat, in the same order: the noise hits all sides
             cfg = make_cfg(shards, tmp / "runs", args.rounds, args.base_width, 1)
-            res = {"plain": plain_loop(cfg), "plain 2p": plain_concurrent(cfg),
-                   "torch ddp 2p": plain_concurrent(cfg, ddp=True)}
+            res = {"plain": plain_loop(cfg), "plain 2p": plain_concurrent(cfg)}
+            if "torch ddp 2p" not in args.skip:
+                res["torch ddp 2p"] = plain_concurrent(cfg, ddp=True)
             for key, workers, extra in (("ray x1", 1, ()), ("ray x2", 2, ()),
                                         ("ray x2 global-bn", 2, ("ray.sync_batchnorm=true",))):
-                r = run_training(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, workers, *extra))
-                res[key] = r.metrics["train_utt_per_s"]
-            res["ray x2 no-comm"] = ray_independent(cfg)
+                if key not in args.skip:
+                    r = run_training(make_cfg(shards, tmp / "runs", args.rounds, args.base_width, workers, *extra))
+                    res[key] = r.metrics["train_utt_per_s"]
+            for key, meet in (("ray x2 no-comm", False), ("ray x2 meet-only", True)):
+                if key not in args.skip:
+                    res[key] = ray_independent(cfg, meet=meet)
             print(f"\nrepeat {i + 1}/{args.repeat}: model base width {args.base_width}, batch 16 x <=3 s per worker, "
                   f"{args.rounds} rounds over {', '.join(CORPORA)}, 1 thread per worker")
             for k, v in res.items():
@@ -203,30 +232,33 @@ def main() -> None:
 
 
 def report(res: dict[str, float]) -> dict[str, float]:
-    """Print the ratios, each scaling ratio next to the 2-process ceiling; return them."""
+    """Print the ratios, each scaling ratio next to the 2-process ceiling; return them (sides left out with
+    ``--skip`` have none)."""
     ceiling = res["plain 2p"] / res["plain"]
-    print(f"  Ray overhead: ray x1 / plain = {res['ray x1'] / res['plain']:.3f} (target >= 0.95)")
+    out = {"ray x1 / plain": res["ray x1"] / res["plain"], "ceiling (plain 2p / plain)": ceiling}
+    print(f"  Ray overhead: ray x1 / plain = {out['ray x1 / plain']:.3f} (target >= 0.95)")
     print(f"  ceiling:      plain 2p / plain = {ceiling:.3f} (two independent processes, no Ray: what this machine's "
           f"two cores allow)")
-    ddp = res["torch ddp 2p"] / res["plain"]
-    print(f"  torch DDP:    torch ddp 2p / plain = {ddp:.3f}; of ceiling {ddp / ceiling:.3f} (PyTorch's own "
-          f"synchronous 2-process step, no Ray)")
-    for key, what in (("ray x2", "default: local BN, bucketed gradients"), ("ray x2 global-bn", "global BN")):
-        ratio = res[key] / res["ray x1"]
-        print(f"  scaling, {key} / ray x1 = {ratio:.3f} ({what}); ceiling {ceiling:.3f}, of ceiling "
-              f"{ratio / ceiling:.3f}")
-    nocomm = res["ray x2 no-comm"] / res["ray x1"] / ceiling
-    print(f"  Ray's ceiling: (ray x2 no-comm / ray x1) / (plain 2p / plain) = {nocomm:.3f} (two Ray Train workers with "
-          f"no collective: the most any 2-worker config reaches under Ray here)")
-    print(f"  of ceiling:   (ray x2 / ray x1) / (plain 2p / plain) = {res['ray x2'] / res['ray x1'] / ceiling:.3f} "
-          f"(the default config; target >= 0.9 on an idle machine); of Ray's ceiling "
-          f"{res['ray x2'] / res['ray x2 no-comm']:.3f}")
-    return {"ray x1 / plain": res["ray x1"] / res["plain"], "ceiling (plain 2p / plain)": ceiling,
-            "torch ddp 2p, of ceiling": ddp / ceiling,
-            "ray x2 (default), of ceiling": res["ray x2"] / res["ray x1"] / ceiling,
-            "ray x2 global-bn, of ceiling": res["ray x2 global-bn"] / res["ray x1"] / ceiling,
-            "ray x2 no-comm, of ceiling": nocomm,
-            "ray x2 (default) / ray x2 no-comm": res["ray x2"] / res["ray x2 no-comm"]}
+    if "torch ddp 2p" in res:
+        ddp = res["torch ddp 2p"] / res["plain"]
+        out["torch ddp 2p, of ceiling"] = ddp / ceiling
+        print(f"  torch DDP:    torch ddp 2p / plain = {ddp:.3f}; of ceiling {ddp / ceiling:.3f} (PyTorch's own "
+              f"synchronous 2-process step, no Ray)")
+    for key, what in (("ray x2", "default: local BN, bucketed gradients"), ("ray x2 global-bn", "global BN"),
+                      ("ray x2 no-comm", "no collective: the most any 2-worker job reaches under Ray here"),
+                      ("ray x2 meet-only", "a barrier per corpus step, no data: the most a synchronous step "
+                                           "reaches under Ray here")):
+        if key in res:
+            ratio = res[key] / res["ray x1"]
+            out[f"{key}, of ceiling"] = ratio / ceiling
+            print(f"  scaling, {key} / ray x1 = {ratio:.3f} ({what}); ceiling {ceiling:.3f}, of ceiling "
+                  f"{ratio / ceiling:.3f}")
+    for key in ("ray x2 no-comm", "ray x2 meet-only"):
+        if key in res:
+            out[f"ray x2 (default) / {key}"] = res["ray x2"] / res[key]
+    print(f"  of ceiling:   (ray x2 / ray x1) / (plain 2p / plain) = {out['ray x2, of ceiling']:.3f} "
+          f"(the default config; target >= 0.9 on an idle machine)")
+    return out
 
 
 if __name__ == "__main__":
