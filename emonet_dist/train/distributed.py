@@ -6,8 +6,7 @@ Design (chosen over wrapping the model in DDP; DESIGN.md section 3 lists the tra
   sampling) is seeded identically on all ranks, so per-corpus parameters are touched by all ranks together or
   not at all.
 * **The loss is normalised globally.** Each rank's loss is its share of the union batch's class-weighted
-  mean: ``sum_i w_i * ce_i / W`` with ``W = sum of w_i over all ranks`` (one tiny all-reduce, which the loop
-  runs during backward and applies to the summed gradients: :func:`deferred_weighted_ce`). The gradient of
+  mean: ``sum_i w_i * ce_i / W`` with ``W = sum of w_i over all ranks`` (one tiny all-reduce). The gradient of
   the union batch is then the **sum** of the ranks' gradients, for shared and per-corpus parameters alike and
   whichever ranks computed them — so a corpus's gradient is reduced over exactly the ranks that had samples
   of it (a rank with an empty batch contributes zeros, it is not averaged in). Dividing by the world size
@@ -178,43 +177,6 @@ def global_weighted_ce(logits: Tensor, targets: Tensor, class_weights: Tensor | 
         total = total.clone()
         dist.all_reduce(total)
     return (w * ce).sum() / total.clamp(min=torch.finfo(ce.dtype).tiny)
-
-
-class UnionWeight:
-    """The union batch's total class weight ``W``, all-reduced while backward runs (:func:`deferred_weighted_ce`).
-
-    :meth:`normalise` waits for it and scales the summed gradients by ``norm / W``; no host read."""
-
-    def __init__(self, total: Tensor, norm: float):
-        self.total, self.norm = total, norm
-        self.work = dist.all_reduce(total, async_op=True)  # in place: W once the work is done
-
-    def normalise(self, params: list[nn.Parameter], share: Tensor) -> Tensor:
-        """After the gradients of ``params`` are summed over the ranks: make them the union batch's (times
-        ``norm / W``) and return this rank's share of the union batch's loss (``share * norm / W``, detached)."""
-        self.work.wait()
-        factor = self.norm / self.total.clamp(min=torch.finfo(self.total.dtype).tiny)
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            torch._foreach_mul_(grads, factor.to(grads[0].dtype))
-        return share.detach() * factor
-
-
-def deferred_weighted_ce(logits: Tensor, targets: Tensor, class_weights: Tensor | None, norm: float
-                         ) -> tuple[Tensor, UnionWeight]:
-    """:func:`global_weighted_ce` with its all-reduce off the critical path: one synchronisation point per step
-    (the gradient sum) instead of two.
-
-    Returns the loss to run backward on, ``sum_i w_i * ce_i / norm`` (``norm``: a constant equal on every rank,
-    the union batch's nominal weight, so that gradients keep a mean loss's scale for fp16's loss scaler), and the
-    union batch's weight ``W``, whose all-reduce is launched now and completes while backward runs. Once the
-    gradients are summed, :meth:`UnionWeight.normalise` multiplies them by ``norm / W``: by linearity
-    ``sum_r grad(sum_i w_i ce_i / norm) * norm / W`` is the gradient of the union batch's class-weighted mean, the
-    same as summing :func:`global_weighted_ce`'s gradients (up to rounding). Call it on every rank, as a collective.
-    """
-    ce = F.cross_entropy(logits, targets, reduction="none")
-    w = class_weights[targets] if class_weights is not None else torch.ones_like(ce)
-    return (w * ce).sum() / norm, UnionWeight(w.sum().detach().clone(), norm)
 
 
 def sum_gradients(params: list[nn.Parameter], check: bool = False) -> None:

@@ -35,7 +35,7 @@ from ..tracking import metric_key
 from .buckets import GradientBuckets
 from .checkpoint import report_checkpoint, restore
 from .dev_eval import evaluate_dev
-from .distributed import broadcast_state, deferred_weighted_ce, global_weighted_ce, sum_gradients, world
+from .distributed import broadcast_state, global_weighted_ce, sum_gradients
 from .finish import final_metrics
 from .lr import set_lr
 from .precision import FP32, Precision
@@ -86,8 +86,7 @@ def run_worker(config: dict, entered: float) -> None:
 
 
 def train_step(model, opt, trainable: list, batch: dict, corpus: str, class_weights, device,
-               amp: Precision = FP32, check: bool = False, buckets: GradientBuckets | None = None,
-               norm: float | None = None) -> torch.Tensor:
+               amp: Precision = FP32, check: bool = False, buckets: GradientBuckets | None = None) -> torch.Tensor:
     """One SGD update on one corpus's batch; every rank calls it with the same corpus at the same time.
 
     Args:
@@ -96,21 +95,13 @@ def train_step(model, opt, trainable: list, batch: dict, corpus: str, class_weig
         check: compare the gradients' size over the ranks first (a host synchronisation: first round only).
         buckets: the multi-worker run's reducer of ``trainable``: gradients are summed in buckets while backward
             runs (``emonet_dist.train.buckets``); None: summed after backward (:func:`sum_gradients`), the same sums.
-        norm: with several ranks, the union batch's nominal weight, equal on every rank (the loop: batch size x
-            world size; None: the world size): the scale of the loss backward runs on before the exact union-batch
-            normalisation (:func:`deferred_weighted_ce`). Only fp16's loss scaler sees it.
     Returns this rank's share of the union batch's loss (summed over ranks it is the loss), on the device.
     """
     waves, lengths = batch["waves"].to(device, non_blocking=True), batch["lengths"].to(device, non_blocking=True)
     targets = batch["targets"].to(device, non_blocking=True)
     with amp.autocast():  # the model only; its log-mel frontend runs in fp32 by itself
         logits = model(waves, lengths, corpus, labels=targets)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # the loss in fp32 (fp64 stays fp64)
-    _, size = world()
-    if size > 1:  # the union batch's weight is all-reduced while backward runs: one sync point per step, not two
-        loss, union = deferred_weighted_ce(logits, targets, class_weights, norm or float(size))
-    else:
-        loss, union = global_weighted_ce(logits, targets, class_weights), None
+    loss = global_weighted_ce(logits.float(), targets, class_weights)  # normalised by the union batch's weight
     opt.zero_grad(set_to_none=True)
     # the union gradient is the sum of the ranks' shares, whoever computed them: summed in buckets as backward
     # produces them (their reductions overlap the rest of backward), or after it
@@ -118,8 +109,6 @@ def train_step(model, opt, trainable: list, batch: dict, corpus: str, class_weig
         amp.backward(loss)  # fp16: the scaled loss
     if buckets is None:
         sum_gradients(trainable, check)
-    if union is not None:
-        loss = union.normalise(trainable, loss)  # the summed gradients times norm / W: the union batch's
     amp.step(opt)  # fp16: unscale, skip the step on inf/nan (all ranks alike: the sum spread it), update the scale
     return loss.detach()
 
@@ -134,7 +123,7 @@ def train_round(w: Worker, loaders: dict, order: list[str], step: int, check: bo
         batch = next(loaders[n])
         torch.manual_seed(step_seed(w.cfg.seed, step, pos, w.rank))
         loss = train_step(w.model, w.opt, w.trainable, batch, n, w.class_weights[n], w.device, w.amp, check,
-                          w.buckets, float(w.cfg.data.batch_size * w.size))
+                          w.buckets)
         losses[n], counts[n] = (losses[n] + loss, counts[n] + 1) if n in losses else (loss, 1)
         n_utts += len(batch["ids"])
     return {n: v / counts[n] if counts[n] > 1 else v for n, v in losses.items()}, n_utts

@@ -5,8 +5,6 @@
 * The sums are today's: the loop's ``train_step`` with buckets gives bit for bit the gradients and parameters of
   the after-backward :func:`~emonet_dist.train.distributed.sum_gradients` (fp32, two rounds over two corpora,
   the second overlapped). Two ranks' sums are a + b in either path, so the comparison is exact.
-* One meeting point per step: every collective of a planned step is asynchronous (the gradient buckets and the
-  union batch's weight for the loss normalisation); the ranks wait for each other only for the sums.
 * Gradients that do not come behave as today: a planned parameter that gets no gradient in a later step stays
   None (its bucket is reduced after backward with the gradients that are there), and a gradient outside the plan
   is still summed.
@@ -59,26 +57,14 @@ def _steps(rank: int, overlapped: bool) -> tuple[dict, dict, dict]:
         for p in trainable:
             p.register_post_accumulate_grad_hook(lambda p: events.append((names[id(p)], len(buckets.works))))
     model.train()
-    grads, seen, blocking = {}, {}, []
-    real_all_reduce = dist.all_reduce
-
-    def recording(*args, **kwargs):  # which collectives of a step make the host wait for the other rank
-        blocking.append(not kwargs.get("async_op", False))
-        return real_all_reduce(*args, **kwargs)
-
-    dist.all_reduce = recording
-    try:
-        for step, corpus in enumerate(["A", "B", "A", "B"]):
-            events.clear()
-            blocking.clear()
-            train_step(model, opt, trainable, _batch(step, rank, corpus), corpus, None, "cpu", buckets=buckets)
-            grads[step] = {names[id(p)]: p.grad.clone() for p in trainable if p.grad is not None}
-            if buckets is not None:
-                seen[step] = {"events": list(events), "in_backward": buckets.launched_in_backward,
-                              "buckets": len(buckets.plans[corpus].buckets), "blocking": sum(blocking),
-                              "collectives": len(blocking)}
-    finally:
-        dist.all_reduce = real_all_reduce
+    grads, seen = {}, {}
+    for step, corpus in enumerate(["A", "B", "A", "B"]):
+        events.clear()
+        train_step(model, opt, trainable, _batch(step, rank, corpus), corpus, None, "cpu", buckets=buckets)
+        grads[step] = {names[id(p)]: p.grad.clone() for p in trainable if p.grad is not None}
+        if buckets is not None:
+            seen[step] = {"events": list(events), "in_backward": buckets.launched_in_backward,
+                          "buckets": len(buckets.plans[corpus].buckets)}
     return grads, {k: v.clone() for k, v in model.state_dict().items()}, seen
 
 
@@ -149,16 +135,6 @@ def test_reductions_start_while_backward_still_produces_gradients(two_ranks):
             assert launched[-1] == s["buckets"]
             first = next(i for i, n in enumerate(launched) if n > 0)
             assert first < len(launched) // 2, (first, len(launched))  # gradients still to come after the launch
-
-
-def test_a_planned_step_has_no_blocking_collective_only_the_wait_for_its_gradient_sums(two_ranks):
-    """The union batch's weight (the loss normalisation) is all-reduced while backward runs, like the gradient
-    buckets: the ranks meet once per step, when the loop waits for the sums, not also before backward."""
-    for rank in (0, 1):
-        seen = two_ranks[f"buckets{rank}"][2]
-        for step in (2, 3):
-            s = seen[step]
-            assert s["blocking"] == 0 and s["collectives"] == s["buckets"] + 1, s  # + 1: the union weight
 
 
 def test_overlapped_sums_equal_the_after_backward_sums_exactly(two_ranks):
