@@ -45,6 +45,14 @@ def _with_descendants(pids: set[int]) -> set[int]:
     return out
 
 
+def _cmdline(pid: int) -> str:
+    """The process's command line ('' once it has exited: short-lived workers come and go while the test looks)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(kv.decode(errors="replace").split("=", 1) for kv in raw if b"=" in kv)
@@ -55,7 +63,8 @@ def test_a_local_emonet_train_is_on_loopback_with_token_auth_and_quiets_rays_own
     (tmp_path / "cfg.yaml").write_text(cfg.to_yaml())
     before = ray_sessions()
     user_env = {**os.environ, "RAY_metrics_report_interval_ms": "15000"}  # a value the user exported wins
-    user_env.pop("RAY_event_stats", None)
+    for key in ("RAY_event_stats", "RAY_task_events_report_interval_ms"):  # the defaults, whatever the caller set
+        user_env.pop(key, None)
     proc = subprocess.Popen([sys.executable, "-m", "emonet_dist.cli", "train", str(tmp_path / "cfg.yaml")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=user_env)
     try:
@@ -84,12 +93,14 @@ def test_a_local_emonet_train_is_on_loopback_with_token_auth_and_quiets_rays_own
         # Ray's own periodic work is turned down for the private instance (LOCAL_RAY_ENV), in the processes that
         # do it: GCS, raylet and the dashboard read these when they start, and Ray Train's preemption watcher,
         # one actor process, is not started at all
-        for pid in session_pids(session):
-            if any(name in Path(f"/proc/{pid}/cmdline").read_text() for name in ("gcs_server", "raylet", "dashboard")):
-                env = _environ(pid)
-                assert env.get("RAY_event_stats") == "0" and env.get("RAY_task_events_report_interval_ms") == "0"
-                assert env.get("RAY_metrics_report_interval_ms") == "15000", pid
-        titles = [Path(f"/proc/{pid}/cmdline").read_text() for pid in pids if Path(f"/proc/{pid}").exists()]
+        servers = [pid for pid in session_pids(session)
+                   if any(name in _cmdline(pid) for name in ("gcs_server", "raylet", "dashboard"))]
+        assert len(servers) >= 3, servers
+        for pid in servers:
+            env = _environ(pid)
+            assert env.get("RAY_event_stats") == "0" and env.get("RAY_task_events_report_interval_ms") == "0"
+            assert env.get("RAY_metrics_report_interval_ms") == "15000", pid
+        titles = [_cmdline(pid) for pid in pids]
         assert any("SynchronizationActor" in t for t in titles), "Ray Train's actors not found: vacuous"
         assert not any("PreemptionWatcher" in t for t in titles)
         # The run itself is not waited for (the sockets were all open once both workers ran): that a local
